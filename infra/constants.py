@@ -1,0 +1,126 @@
+"""Every Redis key, Kafka topic, header and tunable constant of the platform, in one place.
+
+Keys of one sale share the hash tag ``{product_id}`` so that all of a sale's Lua scripts run
+on a single Redis Cluster shard.
+"""
+
+from __future__ import annotations
+
+import re
+
+PRODUCT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+# --- Redis keys ---------------------------------------------------------------------------
+SALES_KEY = "fs:sales"  # set of every product id that has a sale (the catalog's index)
+
+
+def sale_keys(product_id: str) -> SaleKeys:
+    return SaleKeys(product_id)
+
+
+class SaleKeys:
+    """The key names of one sale; all carry the hash tag ``{product_id}``."""
+
+    __slots__ = (
+        "admitted",
+        "fate",
+        "line",
+        "open_lock",
+        "product_id",
+        "rate_log",
+        "sale",
+        "seen",
+        "seq",
+        "stock",
+        "tokens",
+        "unpicked",
+    )
+
+    def __init__(self, product_id: str) -> None:
+        base = f"fs:{{{product_id}}}"
+        self.product_id = product_id
+        self.sale = f"{base}:sale"  # hash: config and state
+        self.seq = f"{base}:seq"  # INCR counter: join order
+        self.line = f"{base}:line"  # zset visitor -> seq (or draw rank for early joiners)
+        self.seen = f"{base}:seen"  # zset visitor -> last status time, ms
+        self.admitted = f"{base}:admitted"  # zset visitor -> access token expiry, ms
+        self.unpicked = f"{base}:unpicked"  # zset visitor -> pickup deadline, ms
+        self.tokens = f"{base}:tokens"  # hash visitor -> minted access token
+        self.fate = f"{base}:fate"  # hash visitor -> why the place ended (lost|expired|left)
+        self.stock = f"{base}:stock"  # string: units left
+        self.rate_log = f"{base}:ratelog"  # zset "tick:count" -> tick time, ms
+        self.open_lock = f"{base}:openlock"  # SET NX: one scheduler runs the opening draw
+
+    def tick(self, n: int) -> str:
+        return f"fs:{{{self.product_id}}}:tick:{n}"
+
+    def join_rate(self, client_ip: str) -> str:
+        return f"fs:{{{self.product_id}}}:rl:{client_ip}"
+
+    def all_data(self) -> list[str]:
+        """Keys that hold a sale's data (tick and rate-limit keys expire on their own)."""
+        return [
+            self.sale,
+            self.seq,
+            self.line,
+            self.seen,
+            self.admitted,
+            self.unpicked,
+            self.tokens,
+            self.fate,
+            self.stock,
+            self.rate_log,
+            self.open_lock,
+        ]
+
+
+# --- Sale states (API.md) -------------------------------------------------------------------
+STATE_SCHEDULED = "scheduled"
+STATE_PREQUEUE = "prequeue"
+STATE_OPEN = "open"
+STATE_SOLD_OUT = "sold_out"
+STATE_CLOSED = "closed"
+STATE_PAUSED = "paused"
+
+QUEUE_MODE_FIFO = "fifo"
+QUEUE_MODE_SHUFFLE = "shuffle_prequeue"
+QUEUE_MODES = (QUEUE_MODE_FIFO, QUEUE_MODE_SHUFFLE)
+
+# --- Token kinds: one itsdangerous salt each, so one kind never verifies as another ----------
+TICKET_SALT = "flashsale.queue-ticket.v1"
+ACCESS_SALT = "flashsale.access-token.v1"
+
+# --- Polling and timing -----------------------------------------------------------------------
+POLL_MIN_MS = 1_000
+POLL_MAX_MS = 30_000
+POLL_ADMITTING_MS = 250  # admitted by the scheduler, token being stored: ask again soon
+POLL_ETA_FRACTION = 4  # ask again after a quarter of the expected wait
+RATE_WINDOW_MS = 30_000  # admission rate is measured over this window
+SWEEP_LIMIT = 1_000  # abandoned places dropped per tick, so a tick stays O(1)
+DRAW_CHUNK = 5_000  # early visitors read and re-scored per round trip during the draw
+TICK_CLAIM_TTL_MS = 600_000
+OPEN_LOCK_TTL_MS = 60_000
+SALE_SYNC_INTERVAL_S = 1.0
+JOIN_BURST_FACTOR = 5
+VISITOR_BURST_FACTOR = 2
+
+# --- HTTP ------------------------------------------------------------------------------------
+MAX_BODY_BYTES = 16 * 1024
+TICKET_COOKIE_PREFIX = "fs_ticket_"
+ACCESS_COOKIE = "fs_access"
+HEADER_VISITOR_ID = "x-visitor-id"
+HEADER_PRODUCT_ID = "x-product-id"
+HEADER_TOKEN_ID = "x-token-id"
+HEADER_REQUEST_ID = "x-request-id"
+HEADER_GATE_SECRET = "x-flashsale-gate"
+GATE_STRIPPED_HEADERS = (HEADER_VISITOR_ID, HEADER_PRODUCT_ID, HEADER_TOKEN_ID, HEADER_GATE_SECRET)
+
+# --- Kafka topics ------------------------------------------------------------------------------
+TOPIC_ORDER_PLACED = "order.placed"
+TOPIC_ORDER_PAID = "order.paid"
+TOPIC_ORDER_CANCELLED = "order.cancelled"
+TOPIC_ORDER_DLQ = "order.placed.dlq"
+
+# --- Dev defaults: refused outside dev mode ---------------------------------------------------
+DEV_SECRET_KEY = "dev-secret-key-do-not-use-in-production"
+DEV_ADMIN_KEY = "dev-admin-key"

@@ -1,0 +1,69 @@
+-- One admission tick of one sale, claimed so that it happens once across schedulers.
+-- KEYS 1-9: see lib.lua; KEYS[10]: this tick's claim key; KEYS[11]: the admission log.
+-- ARGV: claim ttl ms, sweep limit, rate window ms, tick number, interval ms.
+-- Reply: {'claimed'} (another scheduler had it) | {'gone'} | {'idle', state}
+--        | {'admitted', now_ms, token_expiry_ms, visitor...}: the caller mints and stores
+--        the tokens of these visitors.
+local claim_ttl, sweep, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if not redis.call('SET', KEYS[10], '1', 'NX', 'PX', claim_ttl) then
+  return { 'claimed' }
+end
+local s = load_sale()
+if not s then
+  return { 'gone' }
+end
+local now = now_ms()
+-- Replicas whose clocks disagree could name one interval's tick differently; a tick less than
+-- half an interval after the last one is therefore refused too.
+local last = tonumber(redis.call('HGET', K_SALE, 'last_tick_ms')) or 0
+if now - last < tonumber(ARGV[5]) / 2 then
+  return { 'claimed' }
+end
+redis.call('HSET', K_SALE, 'last_tick_ms', now)
+local state = sale_state(s, now)
+if state == 'scheduled' or state == 'prequeue' or state == 'closed' then
+  return { 'idle', state }
+end
+
+-- Admissions not picked up in time, and tokens that ran out unused, return their slots.
+for _, v in ipairs(redis.call('ZRANGE', K_UNPICKED, '-inf', now, 'BYSCORE', 'LIMIT', 0, sweep)) do
+  release(v, 'expired')
+end
+for _, v in ipairs(redis.call('ZRANGE', K_ADMITTED, '-inf', now, 'BYSCORE', 'LIMIT', 0, sweep)) do
+  release(v, 'expired')
+end
+-- Places whose tab stopped asking for abandon_ms are lost, so they cannot stall the line.
+local stale = now - s.abandon_ms
+for _, v in ipairs(redis.call('ZRANGE', K_SEEN, '-inf', stale, 'BYSCORE', 'LIMIT', 0, sweep)) do
+  release(v, 'lost')
+end
+
+local admitted = {}
+if state == 'open' then
+  local allow = allowance(s, s.batch_size)
+  if allow > 0 then
+    local popped = redis.call('ZPOPMIN', K_LINE, allow)
+    for i = 1, #popped, 2 do
+      local v = popped[i]
+      admit(s, v, now)
+      admitted[#admitted + 1] = v
+    end
+    redis.call('HINCRBY', K_SALE, 'issued', #admitted)
+  end
+end
+
+-- The measured admission rate over the last `window` ms feeds every visitor's eta.
+redis.call('ZADD', KEYS[11], now, ARGV[4] .. ':' .. #admitted)
+redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now - window)
+local total = 0
+for _, entry in ipairs(redis.call('ZRANGE', KEYS[11], 0, -1)) do
+  total = total + tonumber(string.match(entry, ':(%d+)$'))
+end
+local span = math.max(math.min(window, now - s.start_ms), 1000)
+redis.call('HSET', K_SALE, 'rate', string.format('%.3f', total * 1000 / span))
+
+local reply = { 'admitted', now, now + s.token_ttl_ms }
+for _, v in ipairs(admitted) do
+  reply[#reply + 1] = v
+end
+return reply

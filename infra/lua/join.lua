@@ -1,0 +1,49 @@
+-- Join the line of a sale, atomically.
+-- KEYS 1-9: see lib.lua; KEYS[10]: this client IP's join bucket.
+-- ARGV: visitor_id, holds_ticket (1 when the caller proved it is this visitor), joins per
+--       second per IP (0 = no limit), burst.
+-- Reply: {'not_found'} | {'not_open'} | {'closed'} | {'rate_limited', retry_after_ms}
+--        | visitor_status reply + created (0/1) as element 13. A pass-through admission has
+--        state 'passthrough' and the token expiry in element 7: the caller mints the token.
+local v, holds_ticket = ARGV[1], ARGV[2] == '1'
+local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
+
+local s = load_sale()
+if not s then
+  return { 'not_found' }
+end
+local now = now_ms()
+if rate > 0 then
+  local bucket = take_token(KEYS[10], rate, burst, now)
+  if bucket[1] == 0 then
+    return { 'rate_limited', bucket[3] }
+  end
+end
+local state = sale_state(s, now)
+if state == 'scheduled' then
+  return { 'not_open' }
+elseif state == 'closed' or state == 'sold_out' then
+  return { 'closed' }
+end
+
+if holds_ticket then
+  -- A re-join never moves the caller back and never creates a second place.
+  local reply = visitor_status(s, state, v, now, true)
+  if reply[1] == 'ok' and reply[2] ~= 'expired' then
+    reply[13] = 0
+    return reply
+  end
+end
+
+redis.call('HDEL', K_FATE, v)
+if state == 'open' and redis.call('ZCARD', K_LINE) == 0 and allowance(s, 1) > 0 then
+  admit(s, v, now)
+  redis.call('HINCRBY', K_SALE, 'issued', 1)
+  return { 'ok', 'passthrough', -1, 0, s.rate or '0', '', now + s.token_ttl_ms, now,
+    s.start_ms, 0, '', s.abandon_ms, 1 }
+end
+local seq = redis.call('INCR', K_SEQ)
+redis.call('ZADD', K_LINE, seq, v)
+local reply = visitor_status(s, state, v, now, true)
+reply[13] = 1
+return reply

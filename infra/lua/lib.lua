@@ -1,0 +1,160 @@
+-- Shared helpers, prepended to every sale script when it is loaded (see infra/scripts.py).
+-- Every script of one sale receives the same first KEYS, in this order:
+--   1 sale  2 seq  3 line  4 seen  5 admitted  6 unpicked  7 tokens  8 fate  9 stock
+-- and may take further KEYS after those. All times are Redis's own clock (TIME), so every
+-- process of the platform agrees on when a sale starts, whatever its host's clock says.
+
+local K_SALE, K_SEQ, K_LINE, K_SEEN, K_ADMITTED, K_UNPICKED, K_TOKENS, K_FATE, K_STOCK =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+
+local SALE_FIELDS = {
+  'start_ms', 'end_ms', 'prequeue_ms', 'mode', 'batch_size', 'max_active', 'token_ttl_ms',
+  'abandon_ms', 'pickup_ms', 'overbook', 'opened', 'paused', 'cancelled', 'rate', 'cut', 'seed',
+}
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The sale's config and state as a table, or nil when there is no such sale.
+local function load_sale()
+  local raw = redis.call('HMGET', K_SALE, unpack(SALE_FIELDS))
+  if not raw[1] then
+    return nil
+  end
+  local s = {}
+  for i, name in ipairs(SALE_FIELDS) do
+    s[name] = raw[i]
+  end
+  for _, name in ipairs({ 'start_ms', 'end_ms', 'prequeue_ms', 'batch_size', 'max_active',
+      'token_ttl_ms', 'abandon_ms', 'pickup_ms', 'overbook', 'cut' }) do
+    s[name] = tonumber(s[name]) or 0
+  end
+  s.stock = tonumber(redis.call('GET', K_STOCK)) or 0
+  return s
+end
+
+-- API.md's sale state. `opened` is set by the scheduler once the start (and, in shuffle mode,
+-- the draw) is done; until then the line is still a pre-queue even past start_ms.
+local function sale_state(s, now)
+  if s.cancelled == '1' or (s.end_ms > 0 and now >= s.end_ms) then
+    return 'closed'
+  end
+  if now < s.start_ms - s.prequeue_ms then
+    return 'scheduled'
+  end
+  if now < s.start_ms or s.opened ~= '1' then
+    return 'prequeue'
+  end
+  if s.stock <= 0 then
+    return 'sold_out'
+  end
+  if s.paused == '1' then
+    return 'paused'
+  end
+  return 'open'
+end
+
+-- How many more visitors may be admitted now: the stock rule (unexpired, unused tokens stay
+-- at or below ceil(stock_left * overbook)) and max_active, capped at `want`.
+local function allowance(s, want)
+  local active = redis.call('ZCARD', K_ADMITTED)
+  local allow = math.min(want, math.ceil(s.stock * s.overbook - 1e-9) - active)
+  if s.max_active > 0 then
+    allow = math.min(allow, s.max_active - active)
+  end
+  return math.max(allow, 0)
+end
+
+-- Gives visitor v an admission: its token expires at now + ttl, and it must be picked up by a
+-- status call before now + pickup or the slot returns.
+local function admit(s, v, now)
+  redis.call('ZADD', K_ADMITTED, now + s.token_ttl_ms, v)
+  redis.call('ZADD', K_UNPICKED, now + s.pickup_ms, v)
+  redis.call('ZREM', K_SEEN, v)
+end
+
+-- Ends whatever place or admission v holds, and remembers why (status then answers for it).
+local function release(v, why)
+  redis.call('ZREM', K_LINE, v)
+  redis.call('ZREM', K_SEEN, v)
+  redis.call('ZREM', K_ADMITTED, v)
+  redis.call('ZREM', K_UNPICKED, v)
+  redis.call('HDEL', K_TOKENS, v)
+  redis.call('HSET', K_FATE, v, why)
+end
+
+-- Token bucket at `key`: `rate` per second, `burst` deep. Returns {allowed 0/1, tokens left
+-- (floored), ms until the next token}.
+local function take_token(key, rate, burst, now)
+  local b = redis.call('HMGET', key, 't', 'ts')
+  local tokens = tonumber(b[1]) or burst
+  local ts = tonumber(b[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+  local ttl = math.ceil(burst * 1000 / rate) + 1000
+  if tokens < 1 then
+    redis.call('HSET', key, 't', tostring(tokens), 'ts', now)
+    redis.call('PEXPIRE', key, ttl)
+    return { 0, 0, math.ceil((1 - tokens) * 1000 / rate) }
+  end
+  tokens = tokens - 1
+  redis.call('HSET', key, 't', tostring(tokens), 'ts', now)
+  redis.call('PEXPIRE', key, ttl)
+  return { 1, math.floor(tokens), 0 }
+end
+
+-- What visitor v sees now. Returns the reply every queue script shares:
+--   { code, state, position, waiting, rate, token, token_expiry_ms, now, start_ms, early, seed,
+--     abandon_ms }
+-- code is 'ok', 'place_lost' or 'ticket_invalid'; position -1 means none.
+local function visitor_status(s, state, v, now, touch)
+  local reply = { 'ok', state, -1, 0, s.rate or '0', '', 0, now, s.start_ms, 0, '', s.abandon_ms }
+  if state == 'closed' or state == 'sold_out' then
+    return reply
+  end
+  local expiry = tonumber(redis.call('ZSCORE', K_ADMITTED, v))
+  if expiry then
+    local token = redis.call('HGET', K_TOKENS, v)
+    if expiry <= now then
+      reply[2] = 'expired'
+    elseif token then
+      redis.call('ZREM', K_UNPICKED, v) -- picked up: the slot is now the visitor's
+      reply[2], reply[6], reply[7] = 'admitted', token, expiry
+    else
+      reply[2] = 'admitting' -- the scheduler is storing the token right now
+    end
+    return reply
+  end
+  local score = tonumber(redis.call('ZSCORE', K_LINE, v))
+  if score then
+    if touch then
+      redis.call('ZADD', K_SEEN, now, v)
+    end
+    reply[3] = redis.call('ZRANK', K_LINE, v) + 1
+    reply[4] = redis.call('ZCARD', K_LINE)
+    if state == 'prequeue' then
+      reply[2] = 'not_started'
+      if s.mode ~= 'fifo' then
+        reply[3] = -1 -- the order is drawn at the start
+      end
+    elseif state == 'paused' then
+      reply[2] = 'paused'
+    else
+      reply[2] = 'waiting'
+    end
+    if s.cut > 0 and score <= s.cut and s.opened == '1' and s.mode ~= 'fifo' then
+      reply[10], reply[11] = 1, s.seed
+    end
+    return reply
+  end
+  local fate = redis.call('HGET', K_FATE, v)
+  if fate == 'expired' then
+    reply[2] = 'expired'
+  elseif fate == 'lost' then
+    reply[1] = 'place_lost'
+  else
+    reply[1] = 'ticket_invalid'
+  end
+  return reply
+end

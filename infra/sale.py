@@ -1,0 +1,46 @@
+"""The public views of a sale, built from info.lua's reply (shared by the queue and the shop)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from infra.constants import QUEUE_MODE_FIFO
+
+
+def iso_utc(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def sale_info_view(product_id: str, info: dict[str, str]) -> dict[str, Any]:
+    """API.md's public sale info (GET /queue/{id}, pause and resume)."""
+    shuffled = info["mode"] != QUEUE_MODE_FIFO
+    return {
+        "product_id": product_id,
+        "state": info["state"],
+        "starts_at": iso_utc(int(info["start_ms"])),
+        "waiting": int(info["waiting"]),
+        "admitted": int(info["issued"]),
+        "admit_rate_per_s": float(info["rate"]),
+        "queue_mode": info["mode"],
+        "shuffle_commitment": info.get("commitment") if shuffled else None,
+        "shuffle_seed": info.get("seed") if shuffled else None,
+    }
+
+
+def product_view(product_id: str, info: dict[str, str]) -> dict[str, Any]:
+    """API.md's product (GET /products/{id})."""
+    return {
+        "id": product_id,
+        "name": info["name"],
+        "price": int(info["price"]),
+        "currency": info["currency"],
+        "stock_total": int(info["stock_total"]),
+        "stock_left": int(info["stock_left"]),
+        "sale_start": iso_utc(int(info["start_ms"])),
+        "state": info["state"],
+    }

@@ -1,0 +1,43 @@
+"""Runs one Starlette app under uvicorn with the platform's limits: the `__main__` of each
+HTTP process is two lines on top of this."""
+
+from __future__ import annotations
+
+import uvicorn
+from starlette.applications import Starlette
+
+from infra.settings import Settings
+
+
+def serve(app: Starlette, settings: Settings, port: int) -> None:
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=port,
+        log_level=settings.log_level,
+        access_log=False,  # one line per poll would drown the logs during a drop
+        server_header=False,
+        proxy_headers=False,  # client addresses are resolved by infra.http.ClientAddress
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+        h11_max_incomplete_event_size=64 * 1024,
+        backlog=4096,
+    )
+
+
+def main_for(app_module: str, port_field: str) -> None:
+    """Build the settings at the edge, then the app, then serve it; refuse bad settings."""
+    import importlib
+    import sys
+
+    from infra.logs import setup_logging
+    from infra.settings import ConfigError
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"flashsale: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(settings.log_level)
+    app = importlib.import_module(app_module).create_app(settings)
+    serve(app, settings, getattr(settings, port_field))

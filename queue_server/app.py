@@ -1,0 +1,69 @@
+"""The queue server: the waiting room's public API and page."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from infra import errors
+from infra.http import ClientAddress, JSONResponse, LimitsMiddleware, exception_handlers
+from infra.metrics import Metrics, RequestMetricsMiddleware
+from infra.redis import create_redis
+from infra.scripts import SaleScripts
+from infra.settings import Settings
+from queue_server import views
+from token_gate.codec import TokenCodec
+
+
+async def healthz(request: Request) -> Response:
+    ctx: views.QueueContext = request.app.state.ctx
+    try:
+        await ctx.redis.ping()
+    except Exception:
+        raise errors.Unavailable("redis is not answering", headers={"Retry-After": "1"}) from None
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    metrics = Metrics("flashsale_queue")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = create_redis(settings.redis_url)
+        app.state.ctx = views.QueueContext(
+            settings=settings,
+            redis=redis,
+            scripts=SaleScripts(redis),
+            codec=TokenCodec(settings.secret_keys),
+            metrics=metrics,
+            client_address=ClientAddress(settings.trusted_proxies),
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    routes = [
+        Route("/queue/{product_id}/join", views.join, methods=["POST"]),
+        Route("/queue/{product_id}/status", views.status, methods=["GET"]),
+        Route("/queue/{product_id}/ticket", views.leave, methods=["DELETE"]),
+        Route("/queue/{product_id}", views.sale_info, methods=["GET"]),
+        Route("/wait/{product_id}", views.waiting_room, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestMetricsMiddleware, metrics=metrics),
+            Middleware(LimitsMiddleware),
+        ],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )

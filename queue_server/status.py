@@ -1,0 +1,124 @@
+"""Turns a queue script's reply into API.md's status object, and decides ``poll_after_ms``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from infra.constants import (
+    POLL_ADMITTING_MS,
+    POLL_ETA_FRACTION,
+    POLL_MAX_MS,
+    POLL_MIN_MS,
+)
+from infra.sale import iso_utc
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The reply every queue script shares (lib.lua, visitor_status)."""
+
+    code: str
+    state: str
+    position: int | None
+    waiting: int
+    rate: float
+    token: str
+    token_expiry_ms: int
+    now_ms: int
+    start_ms: int
+    early: bool
+    seed: str
+    abandon_ms: int
+
+    @classmethod
+    def parse(cls, raw: list[Any]) -> Reply:
+        position = int(raw[2])
+        return cls(
+            code=raw[0],
+            state=raw[1],
+            position=position if position > 0 else None,
+            waiting=int(raw[3]),
+            rate=float(raw[4] or 0),
+            token=raw[5] or "",
+            token_expiry_ms=int(raw[6]),
+            now_ms=int(raw[7]),
+            start_ms=int(raw[8]),
+            early=bool(int(raw[9])),
+            seed=raw[10] or "",
+            abandon_ms=int(raw[11]),
+        )
+
+
+def draw(seed_hex: str, visitor_id: str) -> str:
+    """The verifiable draw of an early visitor: hex HMAC-SHA256(seed, visitor_id)."""
+    return hmac.new(bytes.fromhex(seed_hex), visitor_id.encode(), hashlib.sha256).hexdigest()
+
+
+def commitment(seed_hex: str) -> str:
+    """What is published before the draw: hex SHA-256 of the seed's bytes."""
+    return hashlib.sha256(bytes.fromhex(seed_hex)).hexdigest()
+
+
+def poll_cap_ms(abandon_ms: int) -> int:
+    # A visitor must ask at least three times per abandon window or it would lose its place.
+    return max(POLL_MIN_MS, min(POLL_MAX_MS, abandon_ms // 3))
+
+
+def eta_s(position: int | None, rate: float) -> int | None:
+    if position is None or rate <= 0:
+        return None  # honest: the line is not moving right now
+    return math.ceil(position / rate)
+
+
+def poll_after_ms(reply: Reply) -> int:
+    """When to ask again. Grows with the distance to the front, so the total polling load
+    follows the admission rate rather than the length of the line."""
+    cap = poll_cap_ms(reply.abandon_ms)
+    if reply.state == "admitting":
+        return POLL_ADMITTING_MS
+    if reply.state == "not_started":
+        until_start = max(0, reply.start_ms - reply.now_ms)
+        # Spread the herd that would otherwise ask at the very same millisecond of the start.
+        return min(cap, max(POLL_MIN_MS, until_start) + random.randint(0, POLL_MIN_MS))
+    if reply.state == "waiting" and reply.position is not None:
+        if reply.rate > 0:
+            wait_ms = reply.position / reply.rate * 1000
+        else:
+            wait_ms = reply.position * 1000  # not moving yet: assume about one a second
+        return int(min(cap, max(POLL_MIN_MS, wait_ms / POLL_ETA_FRACTION)))
+    if reply.state == "paused":
+        return min(cap, 5 * POLL_MIN_MS)
+    return cap  # admitted, expired, sold_out, closed: nothing more will change soon
+
+
+def status_body(product_id: str, reply: Reply, visitor_id: str, shop_url: str) -> dict[str, Any]:
+    state = "waiting" if reply.state == "admitting" else reply.state
+    body: dict[str, Any] = {
+        "state": state,
+        "product_id": product_id,
+        "position": None,
+        "waiting": reply.waiting,
+        "eta_s": None,
+        "poll_after_ms": poll_after_ms(reply),
+    }
+    if reply.state == "admitting":
+        body["position"] = 1
+        body["eta_s"] = 0
+    elif state in ("waiting", "paused", "not_started"):
+        body["position"] = reply.position
+        if state == "waiting":
+            body["eta_s"] = eta_s(reply.position, reply.rate)
+        if state == "not_started":
+            body["starts_in_s"] = max(0, math.ceil((reply.start_ms - reply.now_ms) / 1000))
+    elif state == "admitted":
+        body["access_token"] = reply.token
+        body["expires_at"] = iso_utc(reply.token_expiry_ms)
+        body["shop_url"] = f"{shop_url}/products/{product_id}"
+    if reply.early and reply.seed:
+        body["draw"] = draw(reply.seed, visitor_id)
+    return body

@@ -1,0 +1,204 @@
+"""The queue API of API.md: join, status, leave, public sale info, the waiting-room page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from infra import errors
+from infra.constants import (
+    ACCESS_COOKIE,
+    PRODUCT_ID_RE,
+    TICKET_COOKIE_PREFIX,
+    SaleKeys,
+)
+from infra.http import ClientAddress, JSONResponse, retry_after_s
+from infra.metrics import Metrics
+from infra.sale import sale_info_view
+from infra.scripts import SaleScripts
+from infra.settings import Settings
+from queue_server.page import waiting_room_html
+from queue_server.status import Reply, status_body
+from token_gate.codec import TokenCodec, TokenError, new_visitor_id
+
+TRUSTED_USER_MAX_CHARS = 128
+
+
+@dataclass
+class QueueContext:
+    settings: Settings
+    redis: Redis
+    scripts: SaleScripts
+    codec: TokenCodec
+    metrics: Metrics
+    client_address: ClientAddress
+
+
+def _ctx(request: Request) -> QueueContext:
+    return request.app.state.ctx
+
+
+def _product_keys(request: Request) -> SaleKeys:
+    product_id = request.path_params["product_id"]
+    if not PRODUCT_ID_RE.match(product_id):
+        raise errors.NotFound("no such product")
+    return SaleKeys(product_id)
+
+
+def _presented_ticket(request: Request, product_id: str) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get(TICKET_COOKIE_PREFIX + product_id) or None
+
+
+def _trusted_user(ctx: QueueContext, request: Request) -> str | None:
+    """The visitor id of a user named by the trusted upstream header, if one is configured."""
+    header = ctx.settings.trusted_user_header
+    if not header:
+        return None
+    user = request.headers.get(header, "").strip()
+    if not user or len(user) > TRUSTED_USER_MAX_CHARS or not user.isprintable():
+        return None
+    return f"u:{user}"
+
+
+def _identify(ctx: QueueContext, request: Request, product_id: str, required: bool) -> str | None:
+    """The caller's visitor id from the trusted user header or its ticket.
+
+    For status and leave (`required`), a missing or bad ticket is an error; for join it only
+    means a new visitor.
+    """
+    user = _trusted_user(ctx, request)
+    if user:
+        return user
+    raw = _presented_ticket(request, product_id)
+    if raw is None:
+        if required:
+            raise errors.TicketMissing("send the ticket as a Bearer token or the ticket cookie")
+        return None
+    try:
+        ticket = ctx.codec.read_ticket(raw)
+    except TokenError:
+        if required:
+            raise errors.TicketInvalid("the ticket is not valid") from None
+        return None
+    if ticket.product_id != product_id:
+        if required:
+            raise errors.NotFound("this ticket belongs to another product")
+        return None
+    return ticket.visitor_id
+
+
+async def _store_passthrough_token(
+    ctx: QueueContext, keys: SaleKeys, v: str, reply: Reply
+) -> Reply:
+    token = ctx.codec.mint_access(v, keys.product_id, reply.token_expiry_ms // 1000)
+    await ctx.redis.hset(keys.tokens, v, token)
+    ctx.metrics.inc("passthrough_total")
+    return Reply(**{**reply.__dict__, "state": "admitted", "token": token})
+
+
+def _respond(
+    ctx: QueueContext,
+    keys: SaleKeys,
+    v: str,
+    reply: Reply,
+    status_code: int = 200,
+    ticket: str | None = None,
+) -> Response:
+    body: dict[str, Any] = status_body(keys.product_id, reply, v, ctx.settings.gate_url)
+    if ticket is not None:
+        body["ticket"] = ticket
+    response = JSONResponse(body, status_code=status_code)
+    if ticket is not None:
+        response.set_cookie(
+            TICKET_COOKIE_PREFIX + keys.product_id, ticket, httponly=True, samesite="lax", path="/"
+        )
+    if reply.state == "admitted":
+        # Cookies are per host, not per port: the gate on the same host receives this one.
+        max_age = max(0, (reply.token_expiry_ms - reply.now_ms) // 1000)
+        response.set_cookie(
+            ACCESS_COOKIE, reply.token, max_age=max_age, httponly=True, samesite="lax", path="/"
+        )
+    return response
+
+
+async def join(request: Request) -> Response:
+    ctx = _ctx(request)
+    keys = _product_keys(request)
+    known = _identify(ctx, request, keys.product_id, required=False)
+    visitor = known or new_visitor_id()
+    raw = await ctx.scripts.join(
+        keys, visitor, known is not None, ctx.client_address(request), ctx.settings.join_rate_per_ip
+    )
+    code = raw[0]
+    if code == "not_found":
+        raise errors.NotFound("no such product")
+    if code == "not_open":
+        raise errors.NotOpen("the pre-queue of this sale has not opened yet")
+    if code == "closed":
+        raise errors.Closed("this sale has ended or is sold out")
+    if code == "rate_limited":
+        ctx.metrics.inc("join_rate_limited_total")
+        raise errors.RateLimited(
+            "too many joins from this address", headers={"Retry-After": retry_after_s(raw[1])}
+        )
+    reply = Reply.parse(raw)
+    created = bool(int(raw[12]))
+    if reply.state == "passthrough":
+        reply = await _store_passthrough_token(ctx, keys, visitor, reply)
+    ctx.metrics.inc("joins_total", created=str(created).lower())
+    ticket = ctx.codec.mint_ticket(visitor, keys.product_id)
+    return _respond(ctx, keys, visitor, reply, 201 if created else 200, ticket)
+
+
+async def status(request: Request) -> Response:
+    ctx = _ctx(request)
+    keys = _product_keys(request)
+    visitor = _identify(ctx, request, keys.product_id, required=True)
+    assert visitor is not None
+    raw = await ctx.scripts.status(keys, visitor)
+    code = raw[0]
+    if code == "not_found":
+        raise errors.NotFound("no such product")
+    if code == "place_lost":
+        raise errors.PlaceLost(
+            "this place was given up because its page stopped asking; join again"
+        )
+    if code == "ticket_invalid":
+        raise errors.TicketInvalid("this ticket no longer holds a place; join again")
+    return _respond(ctx, keys, visitor, Reply.parse(raw))
+
+
+async def leave(request: Request) -> Response:
+    ctx = _ctx(request)
+    keys = _product_keys(request)
+    visitor = _identify(ctx, request, keys.product_id, required=True)
+    assert visitor is not None
+    if await ctx.scripts.leave(keys, visitor) == "not_found":
+        raise errors.NotFound("no such product")
+    response = Response(status_code=204)
+    response.delete_cookie(TICKET_COOKIE_PREFIX + keys.product_id, path="/")
+    return response
+
+
+async def sale_info(request: Request) -> Response:
+    ctx = _ctx(request)
+    keys = _product_keys(request)
+    info = await ctx.scripts.info(keys)
+    if not info:
+        raise errors.NotFound("no such product")
+    return JSONResponse(sale_info_view(keys.product_id, info))
+
+
+async def waiting_room(request: Request) -> Response:
+    keys = _product_keys(request)
+    if not await _ctx(request).redis.exists(keys.sale):
+        raise errors.NotFound("no such product")
+    return HTMLResponse(waiting_room_html(keys.product_id))

@@ -1,0 +1,123 @@
+"""What the scheduler does to one sale: open it (with the shuffle draw) and admit batches."""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from infra.constants import (
+    DRAW_CHUNK,
+    OPEN_LOCK_TTL_MS,
+    QUEUE_MODE_FIFO,
+    RATE_WINDOW_MS,
+    SWEEP_LIMIT,
+    TICK_CLAIM_TTL_MS,
+    SaleKeys,
+)
+from infra.metrics import Metrics
+from infra.scripts import SaleScripts
+from queue_server.status import draw
+from token_gate.codec import TokenCodec
+
+log = logging.getLogger("flashsale.scheduler")
+
+
+@dataclass(frozen=True)
+class TickResult:
+    outcome: str  # admitted | claimed | idle | gone
+    admitted: tuple[str, ...] = ()
+    state: str = ""
+
+
+class Admissions:
+    def __init__(
+        self, redis: Redis, scripts: SaleScripts, codec: TokenCodec, metrics: Metrics
+    ) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.codec = codec
+        self.metrics = metrics
+        metrics.counter("ticks_total", "Admission ticks by outcome")
+        metrics.counter("admitted_total", "Visitors admitted")
+
+    async def tick(self, product_id: str, start_ms: int, interval_ms: int) -> TickResult:
+        """One admission tick: two round trips whatever the batch size."""
+        keys = SaleKeys(product_id)
+        # The tick number comes from the sale's own timeline, so every scheduler replica
+        # names the same tick the same way and SET NX lets exactly one of them run it.
+        n = max(0, math.floor((time.time() * 1000 - start_ms) / interval_ms))
+        raw = await self.scripts.run(
+            "admit",
+            keys,
+            [keys.tick(n), keys.rate_log],
+            [TICK_CLAIM_TTL_MS, SWEEP_LIMIT, RATE_WINDOW_MS, n, interval_ms],
+        )
+        outcome = raw[0]
+        self.metrics.inc("ticks_total", outcome=outcome)
+        if outcome == "idle" and raw[1] == "prequeue":
+            await self.open(product_id)
+        if outcome != "admitted":
+            return TickResult(outcome, state=raw[1] if len(raw) > 1 else "")
+        expiry_s = int(raw[2]) // 1000
+        visitors = tuple(raw[3:])
+        if visitors:
+            # HMAC is not available in Redis Lua: tokens are minted here, stored in one call.
+            tokens = {v: self.codec.mint_access(v, product_id, expiry_s) for v in visitors}
+            await self.redis.hset(keys.tokens, mapping=tokens)
+            self.metrics.inc("admitted_total", len(visitors))
+        return TickResult("admitted", visitors)
+
+    async def open(self, product_id: str) -> str:
+        """Open a sale whose start has come: in shuffle mode, draw the early visitors' order.
+
+        Returns the outcome of the attempt: done, not_yet, busy or lost_lock.
+        """
+        keys = SaleKeys(product_id)
+        owner = secrets.token_hex(8)
+        begin = await self.scripts.run(
+            "open", keys, [keys.open_lock], ["begin", OPEN_LOCK_TTL_MS, owner]
+        )
+        if begin[0] != "go":
+            return begin[0]
+        cut, mode, seed = int(begin[1]), begin[2], begin[3]
+        if mode != QUEUE_MODE_FIFO and cut > 0:
+            drawn = await self._draw(keys, cut, seed)
+            log.info("shuffle draw done", extra={"product_id": product_id, "early": drawn})
+        finish = await self.scripts.run("open", keys, [keys.open_lock], ["finish", 0, owner])
+        return finish[0]
+
+    async def _draw(self, keys: SaleKeys, cut: int, seed: str) -> int:
+        """Order the early visitors (seqs 1..cut) by HMAC-SHA256(seed, visitor) ascending.
+
+        Their new scores are -cut..-1: disjoint from the seqs, so a draw that crashed halfway
+        is simply done again (the cut and the seed do not change), and every later joiner
+        (seq > cut) stays behind them.
+        """
+        early: list[str] = []
+        for low, high in ((-cut, -1), (1, cut)):
+            cursor = f"{low}"
+            while True:
+                chunk = await self.redis.zrange(
+                    keys.line,
+                    cursor,
+                    high,
+                    byscore=True,
+                    offset=0,
+                    num=DRAW_CHUNK,
+                    withscores=True,
+                )
+                early.extend(member for member, _ in chunk)
+                if len(chunk) < DRAW_CHUNK:
+                    break
+                cursor = f"({int(chunk[-1][1])}"  # scores are unique within each range
+        early.sort(key=lambda v: draw(seed, v))
+        for start in range(0, len(early), DRAW_CHUNK):
+            batch = early[start : start + DRAW_CHUNK]
+            mapping = {v: start + i - len(early) for i, v in enumerate(batch)}
+            await self.redis.zadd(keys.line, mapping, xx=True)
+        return len(early)

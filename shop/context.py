@@ -1,0 +1,26 @@
+"""What every shop view reaches through ``request.app.state.ctx``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+
+from infra.metrics import Metrics
+from infra.scripts import SaleScripts
+from infra.settings import Settings
+
+
+@dataclass
+class ShopContext:
+    settings: Settings
+    redis: Redis
+    scripts: SaleScripts
+    engine: AsyncEngine
+    metrics: Metrics
+
+
+def shop_context(request: Request) -> ShopContext:
+    return request.app.state.ctx
