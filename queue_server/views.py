@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,7 @@ async def _store_passthrough_token(
     token = ctx.codec.mint_access(v, keys.product_id, reply.token_expiry_ms // 1000)
     await ctx.redis.hset(keys.tokens, v, token)
     ctx.metrics.inc("passthrough_total")
-    return Reply(**{**reply.__dict__, "state": "admitted", "token": token})
+    return dataclasses.replace(reply, state="admitted", token=token)
 
 
 def _respond(

@@ -45,12 +45,15 @@ class Admissions:
         metrics.counter("ticks_total", "Admission ticks by outcome")
         metrics.counter("admitted_total", "Visitors admitted")
 
-    async def tick(self, product_id: str, start_ms: int, interval_ms: int) -> TickResult:
-        """One admission tick: two round trips whatever the batch size."""
-        keys = SaleKeys(product_id)
+    async def tick_now(self, product_id: str, start_ms: int, interval_ms: int) -> TickResult:
         # The tick number comes from the sale's own timeline, so every scheduler replica
         # names the same tick the same way and SET NX lets exactly one of them run it.
         n = max(0, math.floor((time.time() * 1000 - start_ms) / interval_ms))
+        return await self.tick(product_id, n, interval_ms)
+
+    async def tick(self, product_id: str, n: int, interval_ms: int) -> TickResult:
+        """Tick n of a sale: two round trips whatever the batch size."""
+        keys = SaleKeys(product_id)
         raw = await self.scripts.run(
             "admit",
             keys,

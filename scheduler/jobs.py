@@ -107,7 +107,7 @@ class SaleJobs:
         start = datetime.fromtimestamp(plan.start_ms / 1000, tz=UTC)
         if old is None or (old.start_ms, old.interval_ms) != (plan.start_ms, plan.interval_ms):
             self.scheduler.add_job(
-                self.admissions.tick,
+                self.admissions.tick_now,
                 IntervalTrigger(seconds=plan.interval_ms / 1000, start_date=start),
                 args=(plan.product_id, plan.start_ms, plan.interval_ms),
                 id=f"tick:{plan.product_id}",

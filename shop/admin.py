@@ -9,10 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infra import errors
-from infra.constants import PRODUCT_ID_RE, SALES_KEY, SaleKeys
+from infra.constants import PRODUCT_ID_RE, SaleKeys
 from infra.http import JSONResponse, read_json_object
 from infra.sale import product_view, sale_info_view
-from shop import catalog
+from shop import catalog, sales
 from shop.context import ShopContext, shop_context
 
 
@@ -42,38 +42,15 @@ async def _admin_view(ctx: ShopContext, keys: SaleKeys) -> dict[str, Any]:
 
 async def create_product(request: Request) -> Response:
     ctx = _require_admin(request)
-    product_id, fields = catalog.new_sale(await read_json_object(request))
-    keys = SaleKeys(product_id)
-    # Indexed first: an index entry without a sale is skipped by its readers, while a sale
-    # missing from the index would be invisible to the scheduler.
-    await ctx.redis.sadd(SALES_KEY, product_id)
-    outcome = await ctx.scripts.run("config", keys, args=["create", *_flat(fields)])
-    if outcome == "exists":
-        raise errors.Exists(f"a product with id {product_id!r} exists")
+    keys = await sales.create_sale(ctx.redis, ctx.scripts, await read_json_object(request))
     return JSONResponse(await _admin_view(ctx, keys), status_code=201)
 
 
 async def update_product(request: Request) -> Response:
     ctx = _require_admin(request)
     keys = _sale_keys(request)
-    body = await read_json_object(request)
-    current = await ctx.redis.hgetall(keys.sale)
-    if not current:
-        raise errors.NotFound("no such product")
-    await _apply(ctx, keys, catalog.changed_sale(body, current))
+    await sales.update_sale(ctx.redis, ctx.scripts, keys, await read_json_object(request))
     return JSONResponse(await _admin_view(ctx, keys))
-
-
-async def _apply(ctx: ShopContext, keys: SaleKeys, changes: dict[str, str]) -> None:
-    outcome = await ctx.scripts.run("config", keys, args=["update", *_flat(changes)])
-    if outcome == "not_found":
-        raise errors.NotFound("no such product")
-    if outcome == "stock_conflict":
-        raise errors.InvalidRequest("stock cannot go below the units already sold or reserved")
-    if outcome == "started":
-        raise errors.InvalidRequest(
-            "sale_start, prequeue_s and queue_mode cannot change once the sale has opened"
-        )
 
 
 async def pause(request: Request) -> Response:
@@ -87,10 +64,6 @@ async def resume(request: Request) -> Response:
 async def _set_paused(request: Request, paused: str) -> Response:
     ctx = _require_admin(request)
     keys = _sale_keys(request)
-    await _apply(ctx, keys, {"paused": paused})
+    await sales.apply(ctx.scripts, keys, {"paused": paused})
     info = await ctx.scripts.info(keys)
     return JSONResponse(sale_info_view(keys.product_id, info))
-
-
-def _flat(fields: dict[str, str]) -> list[str]:
-    return [item for pair in fields.items() for item in pair]

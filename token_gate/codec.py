@@ -38,8 +38,9 @@ class _OrjsonText:
     """itsdangerous wants ``dumps``/``loads``; orjson is several times faster than json."""
 
     @staticmethod
-    def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
+    def dumps(obj: Any) -> str:
+        # str, so that itsdangerous hands back str tokens too
+        return orjson.dumps(obj).decode()
 
     @staticmethod
     def loads(data: str | bytes) -> Any:

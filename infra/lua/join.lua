@@ -38,6 +38,7 @@ end
 redis.call('HDEL', K_FATE, v)
 if state == 'open' and redis.call('ZCARD', K_LINE) == 0 and allowance(s, 1) > 0 then
   admit(s, v, now)
+  redis.call('ZREM', K_UNPICKED, v) -- the join's own answer carries the token
   redis.call('HINCRBY', K_SALE, 'issued', 1)
   return { 'ok', 'passthrough', -1, 0, s.rate or '0', '', now + s.token_ttl_ms, now,
     s.start_ms, 0, '', s.abandon_ms, 1 }

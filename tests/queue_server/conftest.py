@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from infra.metrics import Metrics
+from infra.scripts import SaleScripts
+from infra.settings import Settings
+from queue_server.app import create_app
+from scheduler.admission import Admissions
+from tests.support import running
+from token_gate.codec import TokenCodec
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings.from_env({}, dev=True, redis_url=redis_url, join_rate_per_ip=0)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def codec(settings: Settings) -> TokenCodec:
+    return TokenCodec(settings.secret_keys)
+
+
+@pytest.fixture
+def scripts(redis: Redis) -> SaleScripts:
+    return SaleScripts(redis)
+
+
+@pytest.fixture
+def admissions(redis: Redis, scripts: SaleScripts, codec: TokenCodec) -> Admissions:
+    return Admissions(redis, scripts, codec, Metrics("test"))
+
+
+@pytest.fixture
+def tick(admissions: Admissions):
+    """Runs the next admission tick of a sale at once (no clock, no skew guard)."""
+    counters: dict[str, int] = {}
+
+    async def run(product_id: str) -> tuple[str, ...]:
+        n = counters[product_id] = counters.get(product_id, 0) + 1
+        return (await admissions.tick(product_id, n, interval_ms=0)).admitted
+
+    return run

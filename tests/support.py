@@ -1,0 +1,71 @@
+"""Helpers shared by the tests: sales with unique ids, apps with their lifespan running."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+
+from infra.constants import SaleKeys
+from infra.metrics import Metrics
+from infra.scripts import SaleScripts
+from scheduler.admission import Admissions
+from shop.sales import create_sale
+from token_gate.codec import TokenCodec
+
+
+def unique_id(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def iso_in(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+def sale_body(**overrides: Any) -> dict[str, Any]:
+    """An open FIFO sale by default: started a second ago, admitting by hand in tests."""
+    body: dict[str, Any] = {
+        "id": unique_id(),
+        "name": "Test sneaker",
+        "price": 12900,
+        "currency": "EUR",
+        "stock": 100,
+        "sale_start": iso_in(-1),
+        "queue_mode": "fifo",
+        "batch_size": 10,
+        "interval_s": 1.0,
+    }
+    body.update(overrides)
+    return body
+
+
+async def new_sale(redis: Redis, **overrides: Any) -> SaleKeys:
+    """Create a sale; one whose start has passed is opened as the scheduler would open it."""
+    scripts = SaleScripts(redis)
+    keys = await create_sale(redis, scripts, sale_body(**overrides))
+    if await open_sale(redis, keys.product_id) not in ("done", "not_yet"):
+        raise AssertionError("the sale did not open")
+    return keys
+
+
+async def open_sale(redis: Redis, product_id: str) -> str:
+    # open() mints nothing, so any codec will do
+    admissions = Admissions(redis, SaleScripts(redis), TokenCodec(("x" * 16,)), Metrics("t"))
+    return await admissions.open(product_id)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    app: Starlette, base_url: str = "http://testserver"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client talking to `app` in-process, with the app's lifespan running."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield client
