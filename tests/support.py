@@ -45,11 +45,12 @@ def sale_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def new_sale(redis: Redis, **overrides: Any) -> SaleKeys:
-    """Create a sale; one whose start has passed is opened as the scheduler would open it."""
+async def new_sale(redis: Redis, opened: bool = True, **overrides: Any) -> SaleKeys:
+    """Create a sale; one whose start has passed is opened as the scheduler would open it,
+    unless `opened` is false (its line is then still a pre-queue)."""
     scripts = SaleScripts(redis)
     keys = await create_sale(redis, scripts, sale_body(**overrides))
-    if await open_sale(redis, keys.product_id) not in ("done", "not_yet"):
+    if opened and await open_sale(redis, keys.product_id) not in ("done", "not_yet"):
         raise AssertionError("the sale did not open")
     return keys
 
