@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, BadSignature, URLSafeSerializer
 
 from infra.constants import ACCESS_SALT, TICKET_SALT
 
@@ -124,8 +124,9 @@ class TokenCodec:
             payload = serializer.loads(raw)
         except BadSignature:
             raise TokenInvalid("bad signature") from None
-        except (ValueError, TypeError, UnicodeError):
-            # orjson / base64 / zlib failures on a payload that somehow passed the signature
+        except (BadData, ValueError, TypeError, UnicodeError):
+            # base64 / zlib / orjson failures on a payload that passed the signature:
+            # itsdangerous wraps them in BadPayload, a BadData that is not a BadSignature.
             raise TokenInvalid("undecodable token") from None
         if not isinstance(payload, dict):
             raise TokenInvalid("malformed token")
