@@ -1,0 +1,116 @@
+"""Session fixtures for the real servers: Valkey, PostgreSQL and tansu.
+
+Each server starts lazily, once per session, when the first test asks for it, unless its
+environment variable (FLASHSALE_REDIS_URL, FLASHSALE_DATABASE_URL, FLASHSALE_KAFKA_BOOTSTRAP)
+points at an external one. The embedded servers run under a supervisor on an event loop of
+their own, in a thread that lives for the whole session, so they are supervised (and restarted)
+whatever the tests do with their own loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from redis.asyncio import Redis
+
+from infra.stack import EmbeddedStack
+
+T = TypeVar("T")
+
+_START_TIMEOUT_S = 90.0
+
+
+class _InfraLoop:
+    """An event loop in a thread: owns the embedded servers' processes and supervisors."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name="embedded-infra", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = _START_TIMEOUT_S) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+
+
+@pytest.fixture(scope="session")
+def _infra_loop() -> Iterator[_InfraLoop]:
+    # The servers' children get PDEATHSIG tied to this thread: it must outlive them.
+    infra = _InfraLoop()
+    try:
+        yield infra
+    finally:
+        infra.close()
+
+
+@contextlib.contextmanager
+def _embedded(infra: _InfraLoop, data_dir: Path, **which: bool) -> Iterator[EmbeddedStack]:
+    stack = EmbeddedStack(data_dir, **which)
+    infra.run(stack.start())
+    try:
+        yield stack
+    finally:
+        infra.run(stack.stop())
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory, _infra_loop: _InfraLoop) -> Iterator[str]:
+    if url := os.environ.get("FLASHSALE_REDIS_URL"):
+        yield url
+        return
+    data_dir = tmp_path_factory.mktemp("valkey")
+    with _embedded(_infra_loop, data_dir, redis=True, database=False, kafka=False) as stack:
+        yield stack.redis_url
+
+
+@pytest.fixture(scope="session")
+def database_url(
+    tmp_path_factory: pytest.TempPathFactory, _infra_loop: _InfraLoop
+) -> Iterator[str]:
+    """An SQLAlchemy URL (``postgresql+asyncpg://``) of an empty-at-start database."""
+    if url := os.environ.get("FLASHSALE_DATABASE_URL"):
+        yield url
+        return
+    data_dir = tmp_path_factory.mktemp("postgres")
+    with _embedded(_infra_loop, data_dir, redis=False, database=True, kafka=False) as stack:
+        yield stack.database_url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(
+    tmp_path_factory: pytest.TempPathFactory, _infra_loop: _InfraLoop
+) -> Iterator[str]:
+    if bootstrap := os.environ.get("FLASHSALE_KAFKA_BOOTSTRAP"):
+        yield bootstrap
+        return
+    data_dir = tmp_path_factory.mktemp("tansu")
+    with _embedded(_infra_loop, data_dir, redis=False, database=False, kafka=True) as stack:
+        yield stack.kafka_bootstrap
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client on the test's own loop; tests keep to their own keys (unique product ids)."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
