@@ -23,9 +23,13 @@ class SaleKeys:
 
     __slots__ = (
         "admitted",
+        "bought",
         "fate",
+        "idem",
         "line",
         "open_lock",
+        "orders",
+        "pending",
         "product_id",
         "rate_log",
         "sale",
@@ -50,12 +54,23 @@ class SaleKeys:
         self.stock = f"{base}:stock"  # string: units left
         self.rate_log = f"{base}:ratelog"  # zset "tick:count" -> tick time, ms
         self.open_lock = f"{base}:openlock"  # SET NX: one scheduler runs the opening draw
+        self.bought = f"{base}:bought"  # hash visitor -> units held by its live orders
+        self.orders = f"{base}:orders"  # hash order_id -> reservation record (JSON)
+        self.idem = f"{base}:idem"  # hash "visitor:Idempotency-Key" -> order_id
+        self.pending = f"{base}:pending"  # zset order_id -> reserved at, ms; until stored in PG
 
     def tick(self, n: int) -> str:
         return f"fs:{{{self.product_id}}}:tick:{n}"
 
     def join_rate(self, client_ip: str) -> str:
         return f"fs:{{{self.product_id}}}:rl:{client_ip}"
+
+    def visitor_rate(self, visitor_id: str) -> str:
+        return f"fs:{{{self.product_id}}}:vrl:{visitor_id}"
+
+    def order_keys(self) -> list[str]:
+        """KEYS 10-13 of the order scripts."""
+        return [self.bought, self.orders, self.idem, self.pending]
 
     def all_data(self) -> list[str]:
         """Keys that hold a sale's data (tick and rate-limit keys expire on their own)."""
@@ -71,6 +86,7 @@ class SaleKeys:
             self.stock,
             self.rate_log,
             self.open_lock,
+            *self.order_keys(),
         ]
 
 

@@ -136,3 +136,27 @@ class Unavailable(ApiError):
     """A backing service is not answering; try again shortly."""
 
     status_code, code, retriable = 503, "unavailable", True
+
+
+class Forbidden(ApiError):
+    """This route only answers requests that come through the gate."""
+
+    status_code, code = 403, "forbidden"
+
+
+class SoldOut(ApiError):
+    """The stock is gone."""
+
+    status_code, code = 409, "sold_out"
+
+
+class LimitReached(ApiError):
+    """This visitor has already bought its limit."""
+
+    status_code, code = 409, "limit_reached"
+
+
+class PaymentDeclined(ApiError):
+    """The card was declined; the order stays payable until its hold expires."""
+
+    status_code, code = 402, "payment_declined"

@@ -14,7 +14,19 @@ from redis.asyncio import Redis
 
 from infra.constants import JOIN_BURST_FACTOR, SaleKeys
 
-SCRIPT_NAMES = ("join", "status", "leave", "admit", "open", "info", "config")
+SCRIPT_NAMES = (
+    "join",
+    "status",
+    "leave",
+    "admit",
+    "open",
+    "info",
+    "config",
+    "order",
+    "release",
+    "stored",
+    "ratelimit",
+)
 
 
 @cache

@@ -7,6 +7,8 @@ Built once at the edge (``flashsale`` CLI or a package's ``__main__``) by
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -49,6 +51,7 @@ _ENV: dict[str, tuple[str, object]] = {
     "trusted_user_header": ("FLASHSALE_TRUSTED_USER_HEADER", str),
     "data_dir": ("FLASHSALE_DATA_DIR", Path),
     "log_level": ("FLASHSALE_LOG_LEVEL", str),
+    "reconcile_grace_s": ("FLASHSALE_RECONCILE_GRACE_S", float),
 }
 
 
@@ -74,6 +77,8 @@ class Settings:
     trusted_user_header: str = ""
     data_dir: Path = field(default_factory=lambda: Path(".flashsale"))
     log_level: str = "info"
+    # A reservation PostgreSQL still lacks after this long is published again.
+    reconcile_grace_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -134,6 +139,17 @@ class Settings:
             else:
                 env[var] = str(value)
         return env
+
+    def gate_secrets(self) -> tuple[str, ...]:
+        """The header value by which the shop knows a request came through the gate.
+
+        Derived from each secret key (the first is sent), so it rotates with them and needs
+        no setting of its own.
+        """
+        return tuple(
+            hmac.new(key.encode(), b"flashsale.gate.v1", hashlib.sha256).hexdigest()
+            for key in self.secret_keys
+        )
 
     @property
     def gate_url(self) -> str:

@@ -105,6 +105,17 @@ async def _store_passthrough_token(
     return dataclasses.replace(reply, state="admitted", token=token)
 
 
+def _token_expiry(ctx: QueueContext, reply: Reply) -> Reply:
+    """A visitor that has ordered keeps its token; its expiry is read from the token."""
+    if reply.state != "admitted" or reply.token_expiry_ms:
+        return reply
+    try:
+        token = ctx.codec.read_access(reply.token)
+    except TokenError:
+        return dataclasses.replace(reply, state="expired", token="")
+    return dataclasses.replace(reply, token_expiry_ms=token.expires_at * 1000)
+
+
 def _respond(
     ctx: QueueContext,
     keys: SaleKeys,
@@ -113,6 +124,7 @@ def _respond(
     status_code: int = 200,
     ticket: str | None = None,
 ) -> Response:
+    reply = _token_expiry(ctx, reply)
     body: dict[str, Any] = status_body(keys.product_id, reply, v, ctx.settings.gate_url)
     if ticket is not None:
         body["ticket"] = ticket

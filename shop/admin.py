@@ -12,7 +12,7 @@ from infra import errors
 from infra.constants import PRODUCT_ID_RE, SaleKeys
 from infra.http import JSONResponse, read_json_object
 from infra.sale import product_view, sale_info_view
-from shop import catalog, sales
+from shop import catalog, dlq, order_store, sales
 from shop.context import ShopContext, shop_context
 
 
@@ -27,7 +27,7 @@ def _require_admin(request: Request) -> ShopContext:
 
 def _sale_keys(request: Request) -> SaleKeys:
     product_id = request.path_params["product_id"]
-    if not PRODUCT_ID_RE.match(product_id):
+    if not PRODUCT_ID_RE.fullmatch(product_id):
         raise errors.NotFound("no such product")
     return SaleKeys(product_id)
 
@@ -67,3 +67,49 @@ async def _set_paused(request: Request, paused: str) -> Response:
     await sales.apply(ctx.scripts, keys, {"paused": paused})
     info = await ctx.scripts.info(keys)
     return JSONResponse(sale_info_view(keys.product_id, info))
+
+
+async def stats(request: Request) -> Response:
+    ctx = _require_admin(request)
+    keys = _sale_keys(request)
+    info = await ctx.scripts.info(keys)
+    if not info:
+        raise errors.NotFound("no such product")
+    pending = await ctx.redis.zcard(keys.pending)
+    async with ctx.engine.connect() as conn:
+        counts = await order_store.count_by_status(conn, keys.product_id)
+    return JSONResponse(
+        {
+            "waiting": int(info["waiting"]),
+            "admitted": int(info["issued"]),
+            "active": int(info["active"]),
+            "tokens_issued": int(info["issued"]),
+            "orders": {
+                "pending": pending,
+                "placed": counts.get("placed", 0),
+                "paid": counts.get("paid", 0),
+                "cancelled": counts.get("cancelled", 0),
+            },
+            "stock_total": int(info["stock_total"]),
+            "stock_left": int(info["stock_left"]),
+            "admit_rate_per_s": float(info["rate"]),
+        }
+    )
+
+
+async def dead_letters(request: Request) -> Response:
+    ctx = _require_admin(request)
+    async with ctx.engine.connect() as conn:
+        return JSONResponse(await dlq.waiting(conn))
+
+
+async def replay_dead_letters(request: Request) -> Response:
+    ctx = _require_admin(request)
+    try:
+        sent = await dlq.replay(ctx.engine, ctx.producer)
+    except Exception as exc:
+        raise errors.Unavailable(
+            f"the broker did not take the replay ({type(exc).__name__}); try again",
+            headers={"Retry-After": "2"},
+        ) from None
+    return JSONResponse({"replayed": sent})

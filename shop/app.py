@@ -1,8 +1,9 @@
-"""The shop: catalog and admin API (orders arrive in a later issue)."""
+"""The shop: catalog, orders and the admin API. Its public routes answer only the gate."""
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 
 from sqlalchemy import text
@@ -12,15 +13,38 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra import errors
-from infra.http import JSONResponse, LimitsMiddleware, exception_handlers
+from infra.constants import HEADER_GATE_SECRET
+from infra.http import JSONResponse, LimitsMiddleware, error_response, exception_handlers
 from infra.metrics import Metrics, RequestMetricsMiddleware
 from infra.redis import create_redis
 from infra.scripts import SaleScripts
 from infra.settings import Settings
-from shop import admin, products
+from shop import admin, orders, products
+from shop.compensation import Compensation
 from shop.context import ShopContext, shop_context
+from shop.producer import EventProducer
+from shop.reservations import Reservations
+
+
+class GateOnlyMiddleware:
+    """The catalog and orders answer only requests that carry the gate's secret header, so
+    nobody can reach them around the gate (and its token checks)."""
+
+    def __init__(self, app: ASGIApp, secrets: tuple[str, ...]) -> None:
+        self.app = app
+        self.secrets = [s.encode() for s in secrets]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/products"):
+            sent = dict(scope["headers"]).get(HEADER_GATE_SECRET.encode(), b"")
+            if not any(hmac.compare_digest(sent, s) for s in self.secrets):
+                response = error_response(errors.Forbidden("go through the token gate"))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def healthz(request: Request) -> Response:
@@ -41,20 +65,41 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = create_redis(settings.redis_url)
         engine = create_async_engine(settings.database_url, pool_size=10, pool_pre_ping=True)
-        app.state.ctx = ShopContext(settings, redis, SaleScripts(redis), engine, metrics)
+        scripts = SaleScripts(redis)
+        reservations = Reservations(redis, scripts)
+        producer = EventProducer(settings.kafka_bootstrap)
+        app.state.ctx = ShopContext(
+            settings=settings,
+            redis=redis,
+            scripts=scripts,
+            engine=engine,
+            metrics=metrics,
+            reservations=reservations,
+            producer=producer,
+            compensation=Compensation(engine, reservations),
+        )
         try:
-            yield
+            async with producer:
+                yield
         finally:
             await engine.dispose()
             await redis.aclose()
 
+    order_path = "/products/{product_id}/orders"
     routes = [
         Route("/products", products.list_products, methods=["GET"]),
         Route("/products/{product_id}", products.get_product, methods=["GET"]),
+        Route(order_path, orders.place, methods=["POST"]),
+        Route(order_path + "/{order_id}", orders.read, methods=["GET"]),
+        Route(order_path + "/{order_id}", orders.cancel, methods=["DELETE"]),
+        Route(order_path + "/{order_id}/pay", orders.pay, methods=["POST"]),
         Route("/admin/products", admin.create_product, methods=["POST"]),
         Route("/admin/products/{product_id}", admin.update_product, methods=["PATCH"]),
         Route("/admin/sales/{product_id}/pause", admin.pause, methods=["POST"]),
         Route("/admin/sales/{product_id}/resume", admin.resume, methods=["POST"]),
+        Route("/admin/sales/{product_id}/stats", admin.stats, methods=["GET"]),
+        Route("/admin/dlq", admin.dead_letters, methods=["GET"]),
+        Route("/admin/dlq/replay", admin.replay_dead_letters, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
@@ -63,6 +108,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=metrics),
             Middleware(LimitsMiddleware),
+            Middleware(GateOnlyMiddleware, secrets=settings.gate_secrets()),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -11,6 +11,9 @@ from starlette.requests import Request
 from infra.metrics import Metrics
 from infra.scripts import SaleScripts
 from infra.settings import Settings
+from shop.compensation import Compensation
+from shop.producer import EventProducer
+from shop.reservations import Reservations
 
 
 @dataclass
@@ -20,6 +23,9 @@ class ShopContext:
     scripts: SaleScripts
     engine: AsyncEngine
     metrics: Metrics
+    reservations: Reservations
+    producer: EventProducer
+    compensation: Compensation
 
 
 def shop_context(request: Request) -> ShopContext:

@@ -22,6 +22,7 @@ from infra import errors
 from infra.constants import (
     ACCESS_COOKIE,
     GATE_STRIPPED_HEADERS,
+    HEADER_GATE_SECRET,
     HEADER_PRODUCT_ID,
     HEADER_REQUEST_ID,
     HEADER_TOKEN_ID,
@@ -69,6 +70,7 @@ def _access_token(request: Request, codec: TokenCodec, product_id: str) -> Acces
 def create_app(settings: Settings) -> Starlette:
     metrics = Metrics("flashsale_gate")
     codec = TokenCodec(settings.secret_keys)
+    gate_secret = settings.gate_secrets()[0]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -91,6 +93,7 @@ def create_app(settings: Settings) -> Starlette:
             if k not in HOP_BY_HOP and k not in GATE_STRIPPED_HEADERS
         }
         headers.update(extra)
+        headers[HEADER_GATE_SECRET] = gate_secret
         upstream = client.build_request(
             request.method,
             request.url.path,
@@ -119,7 +122,7 @@ def create_app(settings: Settings) -> Starlette:
 
     async def orders(request: Request) -> Response:
         product_id = request.path_params["product_id"]
-        if not PRODUCT_ID_RE.match(product_id):
+        if not PRODUCT_ID_RE.fullmatch(product_id):
             raise errors.NotFound("no such product")
         token = _access_token(request, codec, product_id)
         metrics.inc("tokens_accepted_total")

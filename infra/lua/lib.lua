@@ -149,7 +149,16 @@ local function visitor_status(s, state, v, now, touch)
     return reply
   end
   local fate = redis.call('HGET', K_FATE, v)
-  if fate == 'expired' then
+  if fate == 'used' then
+    -- It has ordered: its token still lets it see and pay the order until the token expires
+    -- (expiry 0: the caller reads it from the token itself).
+    local token = redis.call('HGET', K_TOKENS, v)
+    if token then
+      reply[2], reply[6] = 'admitted', token
+      return reply
+    end
+    reply[2] = 'expired'
+  elseif fate == 'expired' then
     reply[2] = 'expired'
   elseif fate == 'lost' then
     reply[1] = 'place_lost'

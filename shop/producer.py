@@ -1,0 +1,93 @@
+"""The Kafka producer of order events (acks=all, key = product id, JSON values)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger("flashsale.producer")
+
+PRODUCE_TIMEOUT_MS = 5_000
+CONNECT_BACKOFF_MAX_S = 10.0
+
+
+class ProducerUnavailable(Exception):
+    """The broker has not been reached (yet)."""
+
+
+class EventProducer:
+    """Connects in the background: the shop keeps serving its catalog and admin API while
+    the broker is away, and orders answer 503 until it is back."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    def _new(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            linger_ms=2,  # lets concurrent orders share a produce request
+            request_timeout_ms=PRODUCE_TIMEOUT_MS,
+            # The idempotent producer is not supported by every Kafka-protocol broker (tansu);
+            # duplicates are harmless anyway because the consumer is idempotent on order_id.
+            enable_idempotence=False,
+        )
+
+    async def _connect(self) -> None:
+        delay = 0.2
+        while True:
+            producer = self._new()
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                log.warning(
+                    "kafka not reachable (%s); retrying in %.1fs", type(exc).__name__, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CONNECT_BACKOFF_MAX_S)
+                continue
+            self._producer = producer
+            return
+
+    async def start(self) -> None:
+        self._connecting = asyncio.create_task(self._connect())
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        if self._connecting is not None:
+            await asyncio.wait_for(asyncio.shield(self._connecting), timeout_s)
+
+    async def stop(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+            self._connecting = None
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def __aenter__(self) -> EventProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def publish(
+        self, topic: str, key: str, value: dict[str, Any] | bytes, request_id: str = ""
+    ) -> None:
+        """Returns once the broker has the event (all in-sync replicas); raises otherwise."""
+        if self._producer is None:
+            raise ProducerUnavailable("not connected to the broker")
+        payload = value if isinstance(value, bytes) else orjson.dumps(value)
+        headers = [("x-request-id", request_id.encode())] if request_id else None
+        await self._producer.send_and_wait(topic, payload, key=key.encode(), headers=headers)

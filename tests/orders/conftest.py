@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from infra.constants import HEADER_GATE_SECRET, HEADER_PRODUCT_ID, HEADER_VISITOR_ID, SaleKeys
+from infra.settings import Settings
+from shop.app import create_app
+from shop.migrate import upgrade_sync
+from shop.worker import run_worker
+from tests.support import running
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url(database_url: str) -> str:
+    upgrade_sync(database_url)
+    return database_url
+
+
+@pytest.fixture
+def settings(redis_url: str, migrated_database_url: str, kafka_bootstrap: str) -> Settings:
+    return Settings.from_env(
+        {},
+        dev=True,
+        redis_url=redis_url,
+        database_url=migrated_database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        reconcile_grace_s=1.0,
+    )
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(settings.database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def shop(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with running(app) as client:
+        await app.state.ctx.producer.wait_connected(30)
+        yield client
+
+
+class Worker:
+    """The order worker, running in this process as it runs in its own: start, kill, restart."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.task: asyncio.Task[None] | None = None
+        self.stop_event = asyncio.Event()
+
+    def start(self) -> None:
+        self.stop_event = asyncio.Event()
+        self.task = asyncio.create_task(run_worker(self.settings, self.stop_event))
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.stop_event.set()
+            await self.task
+            self.task = None
+
+    async def kill(self) -> None:
+        """Abrupt: cancelled wherever it is, as a crash would leave it (no clean commit)."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    w = Worker(settings)
+    w.start()
+    yield w
+    await w.stop()
+
+
+def identity(settings: Settings, product_id: str, visitor: str) -> dict[str, str]:
+    """The headers the gate sets once it has verified an access token."""
+    return {
+        HEADER_VISITOR_ID: visitor,
+        HEADER_PRODUCT_ID: product_id,
+        HEADER_GATE_SECRET: settings.gate_secrets()[0],
+    }
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s}s")
+        await asyncio.sleep(0.1)
+
+
+async def stored_count(engine: AsyncEngine, product_id: str) -> int:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text("SELECT count(*) FROM orders WHERE product_id = :p"), {"p": product_id}
+        )
+        return int(result.scalar_one())
+
+
+async def stock_left(redis: Redis, keys: SaleKeys) -> int:
+    return int(await redis.get(keys.stock))
