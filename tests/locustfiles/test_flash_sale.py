@@ -1,0 +1,181 @@
+"""The storm kit runs for real: Locust, headless, against a live queue server, scheduler and
+token gate, each its own process on a free loopback port.
+
+Locust monkey-patches the standard library with gevent, so it only ever runs in a subprocess.
+The orders endpoint does not exist yet, and the shop is being rebuilt around Kafka and
+PostgreSQL for it. So the gate's upstream is the queue server itself, which, like the shop of
+today, has no ``/products/{id}/orders`` route: the gate really verifies every access token the
+scheduler minted, then the upstream answers 404, which the locustfile records as
+``shop_not_ready``. When orders land, run the real shop (with ``database_url`` and
+``kafka_bootstrap``) behind the gate and expect ``bought`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from infra.constants import SaleKeys
+from infra.scripts import SaleScripts
+from infra.settings import Settings
+from infra.stack import free_port
+from shop.sales import update_sale
+from tests.support import iso_in, new_sale
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+LOCUSTFILE = REPO / "locustfiles" / "flash_sale.py"
+VISITORS = 30
+STOCK = 10
+READY_TIMEOUT_S = 20.0
+LOCUST_TIMEOUT_S = 40.0
+
+
+def _clean_env() -> dict[str, str]:
+    # The outer environment may carry FLASHSALE_* settings of another deployment.
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLASHSALE_")}
+
+
+@contextlib.asynccontextmanager
+async def _process(argv: list[str], env: dict[str, str], log: Path) -> AsyncIterator[None]:
+    """A child process for the duration of the block; stopped with SIGTERM, then killed."""
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out
+        )
+    try:
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _wait_ok(client: httpx.AsyncClient, url: str, logs: list[Path]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if (await client.get(url)).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} never answered 200\n" + _tails(logs))
+        await asyncio.sleep(0.1)
+
+
+def _tails(logs: list[Path]) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+async def _end_sale_once_everyone_waits(redis: Redis, keys: SaleKeys) -> None:
+    """The operator's move: when every visitor has joined and the stock is handed out, end the
+    sale, so the ones still waiting must hear `closed` and stop."""
+    while True:
+        waiting, admitted = await redis.zcard(keys.line), await redis.zcard(keys.admitted)
+        if waiting + admitted >= VISITORS and admitted >= STOCK:
+            break
+        await asyncio.sleep(0.2)
+    await update_sale(redis, SaleScripts(redis), keys, {"sale_end": iso_in(0.5)})
+
+
+async def test_storm_admits_exactly_the_stock_and_everyone_stops(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    ports = {name: free_port() for name in ("queue", "scheduler", "gate")}
+    settings = Settings.from_env(
+        {},
+        dev=True,
+        redis_url=redis_url,
+        queue_port=ports["queue"],
+        scheduler_port=ports["scheduler"],
+        gate_port=ports["gate"],
+        shop_upstream_url=f"http://127.0.0.1:{ports['queue']}",  # see the module's docstring
+        join_rate_per_ip=0,  # every Locust user comes from 127.0.0.1
+        visitor_rate=0,
+        log_level="warning",
+        data_dir=tmp_path / "data",
+    )
+    env = {**_clean_env(), **settings.to_env()}
+    modules = ("queue_server", "scheduler", "token_gate")
+    logs = [tmp_path / f"{m}.log" for m in modules]
+
+    async with contextlib.AsyncExitStack() as stack:
+        for module, log in zip(modules, logs, strict=True):
+            await stack.enter_async_context(_process([sys.executable, "-m", module], env, log))
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+            await _wait_ok(client, f"{settings.queue_url}/healthz", logs)
+            await _wait_ok(client, f"{settings.scheduler_url}/healthz", logs)
+            await _wait_ok(client, f"{settings.gate_url}/healthz", logs)
+
+        # Overbook 1: admission stops at exactly the stock, since no order takes any of it.
+        # abandon_s 10 keeps poll_after_ms <= 3.3 s, so the closing is heard quickly.
+        keys = await new_sale(
+            redis, stock=STOCK, batch_size=5, interval_s=0.2, overbook=1.0, abandon_s=10
+        )
+        ender = asyncio.create_task(_end_sale_once_everyone_waits(redis, keys))
+        stats_prefix = tmp_path / "storm"
+        locust_log = tmp_path / "locust.log"
+        locust_env = {**_clean_env(), "FLASHSALE_PRODUCT": keys.product_id}
+        with locust_log.open("wb") as out:
+            locust = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless"),
+                *("-u", str(VISITORS), "-r", str(VISITORS), "-t", "30s"),
+                *("--host", settings.queue_url, "--only-summary", "--csv", str(stats_prefix)),
+                cwd=REPO,
+                env=locust_env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+            )
+        try:
+            code = await asyncio.wait_for(locust.wait(), LOCUST_TIMEOUT_S)
+        finally:
+            if locust.returncode is None:
+                locust.kill()
+                await locust.wait()
+            ender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ender
+
+    report = locust_log.read_text(errors="replace")
+    assert code == 0, f"locust failed ({code}):\n{report[-4000:]}\n{_tails(logs)}"
+
+    rows = _rows(stats_prefix.with_name("storm_stats.csv"))
+    by_name = {(r["Type"], r["Name"]): r for r in rows}
+    # Requests group by endpoint, not by product.
+    assert int(by_name[("POST", "join")]["Request Count"]) >= VISITORS
+    assert int(by_name[("GET", "status")]["Request Count"]) > 0
+    assert int(by_name[("POST", "order")]["Request Count"]) == STOCK
+    assert all(int(r["Failure Count"]) == 0 for r in rows), rows
+    failures = _rows(stats_prefix.with_name("storm_failures.csv"))
+    assert not any(" 5" in f["Error"] or f["Error"].startswith("5") for f in failures), failures
+
+    # The custom metrics: one admission wait per admitted visitor, one final state each.
+    assert int(by_name[("VISITOR", "join_to_admission")]["Request Count"]) == STOCK
+    outcomes = {r["Name"]: int(r["Request Count"]) for r in rows if r["Type"] == "OUTCOME"}
+    assert outcomes == {"shop_not_ready": STOCK, "closed": VISITORS - STOCK}, outcomes
+    assert "final states" in report
+
+    # And the sale itself agrees: exactly the stock was admitted.
+    assert int(await redis.hget(keys.sale, "issued") or 0) == STOCK
+    assert await redis.zcard(keys.admitted) == STOCK
