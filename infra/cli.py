@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY
 from infra.logs import setup_logging
 from infra.settings import ConfigError, Settings
 from infra.stack import PostgresServer, TansuServer, ValkeyServer, start_embedded
@@ -110,6 +113,38 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Sett
 def embedded_wanted(args: argparse.Namespace, env: Mapping[str, str]) -> set[str]:
     """The settings fields (redis_url, database_url, kafka_bootstrap) nobody gave a value."""
     return {name for name, var in _EXTERNAL.items() if not getattr(args, name) and not env.get(var)}
+
+
+def ports_in_use(settings: Settings) -> list[str]:
+    """The app ports something else already listens on (an app would crash-loop on them)."""
+    busy = []
+    for module, port_field in APP_MODULES:
+        port = getattr(settings, port_field)
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As uvicorn binds: a port in TIME_WAIT is free for it, so it is free for us.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((settings.host, port))
+            except OSError:
+                busy.append(f"{port} ({module})")
+    return busy
+
+
+def lock_data_dir(data_dir: Path) -> int | None:
+    """Hold an exclusive lock on the data directory for this process's lifetime.
+
+    Two embedded Valkeys appending to one AOF would corrupt it. Returns None when another
+    process holds the lock. The descriptor is not inherited, so the lock dies with us.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _healthz_probe(url: str) -> Callable[[], Awaitable[None]]:
@@ -235,7 +270,9 @@ async def up(
             try:
                 await create_demo_sale(final)
             except httpx.HTTPError as exc:
+                # The platform itself is up; say why the demo is missing and keep running.
                 logger.error("demo sale not created", extra={"error": str(exc)})
+                print(f"flashsale: demo sale not created: {exc}", file=sys.stderr, flush=True)
         await stopping
         logger.info("stopping")
     return 0
@@ -248,13 +285,25 @@ def _run_up(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"flashsale: {exc}", file=sys.stderr, flush=True)
         return 2
+    embedded = embedded_wanted(args, env)
+    if busy := ports_in_use(settings):
+        print(f"flashsale: ports already in use: {', '.join(busy)}", file=sys.stderr, flush=True)
+        return 1
+    if embedded and lock_data_dir(settings.data_dir) is None:
+        print(
+            f"flashsale: {settings.data_dir} is in use by another `flashsale up`",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     setup_logging(settings.log_level)
     # Every health poll would be an INFO line otherwise.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if settings.dev:
+    dev_keys = settings.admin_key == DEV_ADMIN_KEY or DEV_SECRET_KEY in settings.secret_keys
+    if settings.dev and dev_keys:
         print(
-            "flashsale: WARNING: dev mode: the built-in development secret and admin keys are "
-            "in use; anyone can mint tokens. Never expose this deployment.",
+            "flashsale: WARNING: dev mode with the built-in development keys: anyone can mint "
+            "tokens and use the admin API. Never expose this deployment.",
             file=sys.stderr,
             flush=True,
         )
@@ -265,9 +314,7 @@ def _run_up(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            return await up(
-                settings, embedded=embedded_wanted(args, env), demo=args.demo, stop=stop
-            )
+            return await up(settings, embedded=embedded, demo=args.demo, stop=stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -128,7 +128,10 @@ class Supervisor:
         child.process = await self._spawn(spec)
         self._children.append(child)
         child._task = asyncio.create_task(self._watch(child), name=f"supervise-{spec.name}")
-        logger.info("child started", extra={"child": spec.name, "pid": child.process.pid})
+        logger.info(
+            "child started",
+            extra={"child": spec.name, "pid": child.process.pid, "log": spec.log_path},
+        )
         return child
 
     async def wait_ready(self, child: Child | str, timeout_s: float = 60.0) -> None:

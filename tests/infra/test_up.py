@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -79,15 +80,18 @@ async def _spawn(data_dir: Path, log: Path, *args: str, **env: str) -> asyncio.s
 
 
 @contextlib.asynccontextmanager
-async def flashsale_up(tmp_path: Path, *args: str) -> AsyncIterator[Up]:
+async def flashsale_up(tmp_path: Path, data_dir: Path, *args: str) -> AsyncIterator[Up]:
     ports = {app: free_port() for app in APPS}
     port_args = [x for app in APPS for x in (f"--{app}-port", str(ports[app]))]
-    data_dir, stderr_path = tmp_path / "data", tmp_path / "up.stderr"
+    stderr_path = tmp_path / "up.stderr"
     proc = await _spawn(data_dir, stderr_path, "--dev", *port_args, *args)
     try:
         assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 120)
-        yield Up(proc, ports, data_dir, stderr_path, line.decode().strip())
+        line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode().strip()
+        if not line.startswith("READY "):
+            tail = "\n".join(stderr_path.read_text().splitlines()[-30:])
+            raise AssertionError(f"no READY line (got {line!r}); its stderr ends:\n{tail}")
+        yield Up(proc, ports, data_dir, stderr_path, line)
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -128,8 +132,10 @@ def _is_valkey(p: psutil.Process) -> bool:
     return p.name() == "valkey-server"
 
 
-async def test_up_is_ready_healthy_and_stops_cleanly(tmp_path: Path) -> None:
-    async with flashsale_up(tmp_path) as up:
+async def test_up_is_ready_healthy_and_stops_cleanly(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
+    async with flashsale_up(tmp_path, embedded_data_dir) as up:
         assert up.ready_line == (
             f"READY gate={up.url('gate')} queue={up.url('queue')} shop={up.url('shop')}"
         )
@@ -144,6 +150,14 @@ async def test_up_is_ready_healthy_and_stops_cleanly(tmp_path: Path) -> None:
         for module in ("queue_server", "scheduler", "shop", "token_gate"):
             _child(up, _is_app(module))
 
+        # A second `up` on the same data directory would corrupt the AOF: it must refuse.
+        other_ports = [x for app in APPS for x in (f"--{app}-port", str(free_port()))]
+        second_log = tmp_path / "second.stderr"
+        second = await _spawn(up.data_dir, second_log, "--dev", *other_ports)
+        stdout, _ = await asyncio.wait_for(second.communicate(), 30)
+        assert (second.returncode, stdout) == (1, b"")
+        assert "in use by another" in second_log.read_text()
+
         assert await up.terminate() == 0
         _, alive = await asyncio.to_thread(psutil.wait_procs, children, 5)
         assert alive == []
@@ -152,8 +166,10 @@ async def test_up_is_ready_healthy_and_stops_cleanly(tmp_path: Path) -> None:
     assert [(s["children"], s["killed"]) for s in stopped] == [(7, 0)]
 
 
-async def test_up_restarts_a_killed_app_and_a_killed_valkey(tmp_path: Path) -> None:
-    async with flashsale_up(tmp_path) as up:
+async def test_up_restarts_a_killed_app_and_a_killed_valkey(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
+    async with flashsale_up(tmp_path, embedded_data_dir) as up:
         assert up.ready_line.startswith("READY ")
         queue = _child(up, _is_app("queue_server"))
         valkey = _child(up, _is_valkey)
@@ -190,9 +206,11 @@ async def test_up_restarts_a_killed_app_and_a_killed_valkey(tmp_path: Path) -> N
     assert {("queue_server", -9), ("valkey", -9)} <= restarted
 
 
-async def test_demo_creates_a_sale_and_reopens_it_on_the_next_run(tmp_path: Path) -> None:
+async def test_demo_creates_a_sale_and_reopens_it_on_the_next_run(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
     for _ in range(2):  # the second run finds the product (409) and reopens it instead
-        async with flashsale_up(tmp_path, "--demo") as up:
+        async with flashsale_up(tmp_path, embedded_data_dir, "--demo") as up:
             assert up.ready_line.startswith("READY ")
             demo = f"Demo sale: {up.url('queue')}/wait/demo-sneaker opens in 20 s"
             assert await up.next_line() == demo
@@ -220,3 +238,15 @@ async def test_up_refuses_default_keys_outside_dev_mode(
     assert stdout == b""
     assert complaint in stderr_path.read_text()
     assert not (tmp_path / "data").exists()  # nothing was started
+
+
+async def test_up_refuses_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        log = tmp_path / "up.stderr"
+        proc = await _spawn(tmp_path / "data", log, "--dev", "--gate-port", str(port))
+        stdout, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert (proc.returncode, stdout) == (1, b"")
+    assert f"{port} (token_gate)" in log.read_text()
