@@ -52,6 +52,7 @@ _ENV: dict[str, tuple[str, object]] = {
     "data_dir": ("FLASHSALE_DATA_DIR", Path),
     "log_level": ("FLASHSALE_LOG_LEVEL", str),
     "reconcile_grace_s": ("FLASHSALE_RECONCILE_GRACE_S", float),
+    "worker_batch": ("FLASHSALE_WORKER_BATCH", int),
 }
 
 
@@ -79,6 +80,7 @@ class Settings:
     log_level: str = "info"
     # A reservation PostgreSQL still lacks after this long is published again.
     reconcile_grace_s: float = 10.0
+    worker_batch: int = 500  # order.placed messages stored per PostgreSQL transaction
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -103,6 +105,8 @@ class Settings:
     def validate(self) -> None:
         if self.join_rate_per_ip < 0 or self.visitor_rate < 0:
             raise ConfigError("rates must be >= 0 (0 turns a limit off)")
+        if not 1 <= self.worker_batch <= 10_000:
+            raise ConfigError("FLASHSALE_WORKER_BATCH must be from 1 to 10000")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)

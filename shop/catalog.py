@@ -17,6 +17,9 @@ from infra.sale import iso_utc
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 MAX_NAME_CHARS = 200
 DAY_S = 86_400
+# The instants iso_utc can render: 1970-01-01 to 9999-12-31 UTC. Outside them a sale would be
+# stored and then every view of it would fail.
+MAX_TIME_MS = 253_402_300_799_999
 
 # API.md's defaults for the optional fields.
 DEFAULTS: dict[str, Any] = {
@@ -64,7 +67,10 @@ def _time(name: str, value: Any) -> int:
         raise InvalidRequest(f"{name} must be an ISO 8601 date-time string") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    ms = int(parsed.timestamp() * 1000)
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise InvalidRequest(f"{name} must be between 1970 and 9999 (UTC)")
+    return ms
 
 
 def _optional_time(name: str, value: Any) -> int:
@@ -81,7 +87,8 @@ def _text(name: str, value: Any) -> str:
 
 def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str, Any], str]:
     def check(name: str, value: Any) -> str:
-        if not isinstance(value, str) or not regex.match(value):
+        # fullmatch: a pattern's `$` also matches before a trailing newline ("ab\n").
+        if not isinstance(value, str) or not regex.fullmatch(value):
             raise InvalidRequest(f"{name} must be {what}")
         return value
 

@@ -28,7 +28,6 @@ from shop.reservations import Reservations
 log = logging.getLogger("flashsale.worker")
 
 CONSUMER_GROUP = "flashsale-order-worker"
-BATCH_MAX = 500
 POISON_ATTEMPTS = 3
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
@@ -48,10 +47,16 @@ def is_transient(exc: BaseException) -> bool:
 
 @dataclass
 class Letter:
+    """One consumed message: its orders row if it decoded, and why it died if it did."""
+
     message: ConsumerRecord[bytes, bytes]
     row: dict[str, Any] | None
     error: str = ""
     attempts: int = 0
+
+    @property
+    def dead(self) -> bool:
+        return bool(self.error)
 
     @property
     def value(self) -> str:
@@ -70,8 +75,10 @@ class OrderConsumer:
         reservations: Reservations,
         producer: EventProducer,
         metrics: Metrics,
+        batch: int = 500,
     ) -> None:
         self.bootstrap = bootstrap
+        self.batch = batch
         self.engine = engine
         self.reservations = reservations
         self.producer = producer
@@ -87,12 +94,12 @@ class OrderConsumer:
             group_id=CONSUMER_GROUP,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=BATCH_MAX,
+            max_poll_records=self.batch,
         )
         await consumer.start()
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=BATCH_MAX)
+                batches = await consumer.getmany(timeout_ms=500, max_records=self.batch)
                 messages = [m for part in batches.values() for m in part]
                 if messages:
                     await self.handle(messages)
@@ -109,16 +116,18 @@ class OrderConsumer:
             except order_store.BadRecord as exc:
                 letters.append(Letter(message, None, f"undecodable: {exc}", 1))
         await self._store(letters)
-        dead = [letter for letter in letters if letter.row is None]
+        dead = [letter for letter in letters if letter.dead]
         for letter in dead:
             await self._publish_dead(letter)
-        stored: dict[str, list[str]] = defaultdict(list)
+        # Stored orders, and dead-lettered ones too, leave the reconciler's work list: the
+        # first are safe, the second wait for an operator's replay, not for a re-publish.
+        done: dict[str, list[str]] = defaultdict(list)
         for letter in letters:
             if letter.row is not None:
-                stored[letter.row["product_id"]].append(letter.row["order_id"])
-        for product_id, order_ids in stored.items():
+                done[letter.row["product_id"]].append(letter.row["order_id"])
+        for product_id, order_ids in done.items():
             await self.reservations.stored(SaleKeys(product_id), order_ids)
-        self.metrics.inc("orders_stored_total", sum(map(len, stored.values())))
+        self.metrics.inc("orders_stored_total", len(letters) - len(dead))
         self.metrics.inc("dead_letters_total", len(dead))
 
     async def _store(self, letters: list[Letter]) -> None:
@@ -141,17 +150,21 @@ class OrderConsumer:
 
     async def _write(self, letters: list[Letter]) -> None:
         async with self.engine.begin() as conn:
-            await order_store.store_placed(conn, [x.row for x in letters if x.row is not None])
+            await order_store.store_placed(conn, [x.row for x in letters if not x.dead and x.row])
             for x in letters:
-                if x.row is None:
-                    await dlq.record(conn, TOPIC_ORDER_PLACED, x.key, x.value, x.error, x.attempts)
+                if x.dead:
+                    order_id = x.row["order_id"] if x.row else None
+                    await dlq.record(
+                        conn, TOPIC_ORDER_PLACED, x.key, x.value, x.error, x.attempts, order_id
+                    )
 
     async def _isolate(self, letters: list[Letter]) -> None:
         """Try each row alone, up to POISON_ATTEMPTS times; those that always fail become
-        dead letters (row None), so the next write of the batch succeeds."""
+        dead letters, so the next write of the batch succeeds."""
         for letter in letters:
-            if letter.row is None:
+            if letter.dead or letter.row is None:
                 continue
+            error = ""
             for attempt in range(1, POISON_ATTEMPTS + 1):
                 try:
                     async with self.engine.begin() as conn:
@@ -160,11 +173,11 @@ class OrderConsumer:
                 except DBAPIError as exc:
                     if is_transient(exc):
                         raise
-                    letter.error, letter.attempts = f"rejected: {exc.orig}", attempt
+                    error, letter.attempts = f"rejected: {exc.orig}", attempt
                     await asyncio.sleep(BACKOFF_START_S * 2**attempt)
             else:
                 log.error("order.placed dead-lettered after %d attempts", letter.attempts)
-                letter.row = None
+                letter.error = error
 
     async def _publish_dead(self, letter: Letter) -> None:
         try:

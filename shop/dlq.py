@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra.sale import iso_utc
@@ -19,11 +20,28 @@ LIST_LIMIT = 500
 
 
 async def record(
-    conn: AsyncConnection, topic: str, key: str | None, value: str, error: str, attempts: int
+    conn: AsyncConnection,
+    topic: str,
+    key: str | None,
+    value: str,
+    error: str,
+    attempts: int,
+    order_id: str | None = None,
 ) -> None:
+    """Keep a dead letter; a second copy of an order already waiting here is dropped."""
     await conn.execute(
-        dead_letters.insert().values(
-            topic=topic, key=key, value=value, error=error[:2000], attempts=attempts
+        insert(dead_letters)
+        .values(
+            topic=topic,
+            key=key,
+            order_id=order_id,
+            value=value,
+            error=error[:2000],
+            attempts=attempts,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["order_id"],
+            index_where=text("replayed_at IS NULL AND order_id IS NOT NULL"),
         )
     )
 

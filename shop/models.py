@@ -72,9 +72,17 @@ dead_letters = Table(
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("topic", Text, nullable=False),
     Column("key", Text),
+    # The order a decodable message carries: an order waits in the queue at most once.
+    Column("order_id", Text),
     Column("value", Text, nullable=False),
     Column("error", Text, nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("replayed_at", DateTime(timezone=True)),
+    Index(
+        "dead_letters_waiting_order",
+        "order_id",
+        unique=True,
+        postgresql_where=text("replayed_at IS NULL AND order_id IS NOT NULL"),
+    ),
 )

@@ -28,7 +28,7 @@ async def list_products(request: Request) -> Response:
 async def get_product(request: Request) -> Response:
     ctx = shop_context(request)
     product_id = request.path_params["product_id"]
-    if not PRODUCT_ID_RE.match(product_id):
+    if not PRODUCT_ID_RE.fullmatch(product_id):
         raise errors.NotFound("no such product")
     info = await ctx.scripts.info(SaleKeys(product_id))
     if not info:

@@ -56,7 +56,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     producer = EventProducer(settings.kafka_bootstrap)
     reservations = Reservations(redis, SaleScripts(redis))
     compensation = Compensation(engine, reservations)
-    consumer = OrderConsumer(settings.kafka_bootstrap, engine, reservations, producer, metrics)
+    consumer = OrderConsumer(
+        settings.kafka_bootstrap, engine, reservations, producer, metrics, settings.worker_batch
+    )
     reconciler = Reconciler(
         redis, engine, reservations, producer, metrics, settings.reconcile_grace_s
     )

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -15,7 +17,6 @@ from infra.constants import HEADER_GATE_SECRET, HEADER_PRODUCT_ID, HEADER_VISITO
 from infra.settings import Settings
 from shop.app import create_app
 from shop.migrate import upgrade_sync
-from shop.worker import run_worker
 from tests.support import running
 
 
@@ -53,36 +54,39 @@ async def shop(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 class Worker:
-    """The order worker, running in this process as it runs in its own: start, kill, restart."""
+    """The order worker as production runs it: `python -m shop.worker`, in its own process."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.task: asyncio.Task[None] | None = None
-        self.stop_event = asyncio.Event()
+        self.process: asyncio.subprocess.Process | None = None
 
-    def start(self) -> None:
-        self.stop_event = asyncio.Event()
-        self.task = asyncio.create_task(run_worker(self.settings, self.stop_event))
+    async def start(self) -> None:
+        env = {**os.environ, **self.settings.to_env()}
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shop.worker", env=env
+        )
+
+    async def _end(self, sig: signal.Signals) -> int:
+        if self.process is None:
+            return 0
+        process, self.process = self.process, None
+        if process.returncode is None:
+            process.send_signal(sig)
+        return await asyncio.wait_for(process.wait(), 30)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.stop_event.set()
-            await self.task
-            self.task = None
+        code = await self._end(signal.SIGTERM)
+        assert code == 0, f"the worker exited with {code} on SIGTERM"
 
     async def kill(self) -> None:
-        """Abrupt: cancelled wherever it is, as a crash would leave it (no clean commit)."""
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        """SIGKILL: no clean shutdown, no offset commit; whatever was in flight is redelivered."""
+        await self._end(signal.SIGKILL)
 
 
 @pytest.fixture
 async def worker(settings: Settings) -> AsyncIterator[Worker]:
     w = Worker(settings)
-    w.start()
+    await w.start()
     yield w
     await w.stop()
 

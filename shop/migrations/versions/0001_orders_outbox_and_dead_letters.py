@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("topic", sa.Text(), nullable=False),
         sa.Column("key", sa.Text(), nullable=True),
+        sa.Column("order_id", sa.Text(), nullable=True),
         sa.Column("value", sa.Text(), nullable=False),
         sa.Column("error", sa.Text(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -32,6 +33,13 @@ def upgrade() -> None:
         ),
         sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index(
+        "dead_letters_waiting_order",
+        "dead_letters",
+        ["order_id"],
+        unique=True,
+        postgresql_where=sa.text("replayed_at IS NULL AND order_id IS NOT NULL"),
     )
     op.create_table(
         "orders",
@@ -112,4 +120,5 @@ def downgrade() -> None:
         "orders_holds", table_name="orders", postgresql_where=sa.text("status = 'placed'")
     )
     op.drop_table("orders")
+    op.drop_index("dead_letters_waiting_order", table_name="dead_letters")
     op.drop_table("dead_letters")
