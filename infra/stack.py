@@ -87,6 +87,14 @@ class EmbeddedServer(ABC):
         self.host = LOOPBACK
         self.port = port if port is not None else free_port(self.host)
         self.log_path = self.data_dir / "logs" / f"{self.name}.log"
+        self._password: str | None = None
+
+    @property
+    def password(self) -> str:
+        """Generated on first use and kept in the data directory (0600)."""
+        if self._password is None:
+            raise RuntimeError("call prepare() first")
+        return self._password
 
     async def prepare(self) -> None:
         """Create directories and secrets (first use only); blocking work runs in a thread."""
@@ -117,7 +125,6 @@ class ValkeyServer(EmbeddedServer):
     def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
         super().__init__(data_dir, port=port)
         self.dir = self.data_dir / "valkey"
-        self._password: str | None = None
 
     def _prepare_files(self) -> None:
         super()._prepare_files()
@@ -130,12 +137,6 @@ class ValkeyServer(EmbeddedServer):
         with os.fdopen(fd, "w") as f:
             f.write(f"requirepass {self._password}\n")
         conf.chmod(0o600)
-
-    @property
-    def password(self) -> str:
-        if self._password is None:
-            raise RuntimeError("call prepare() first")
-        return self._password
 
     @property
     def url(self) -> str:
@@ -173,7 +174,6 @@ class PostgresServer(EmbeddedServer):
         self.pgdata = self.root / "data"
         self.user = PG_SYSTEM_USER if _as_root() else None
         self.socket_dir: Path | None = None
-        self._password: str | None = None
 
     async def prepare(self) -> None:
         await super().prepare()
@@ -230,12 +230,6 @@ class PostgresServer(EmbeddedServer):
         if proc.returncode != 0:
             text = output.decode(errors="replace")
             raise RuntimeError(f"initdb failed ({proc.returncode}) in {self.pgdata}:\n{text}")
-
-    @property
-    def password(self) -> str:
-        if self._password is None:
-            raise RuntimeError("call prepare() first")
-        return self._password
 
     @property
     def url(self) -> str:
