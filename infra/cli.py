@@ -41,7 +41,7 @@ APP_MODULES: tuple[tuple[str, str], ...] = (
     ("token_gate", "gate_port"),
 )
 # Processes without an HTTP port (the order worker goes here); ready once spawned.
-WORKER_MODULES: tuple[str, ...] = ()
+WORKER_MODULES: tuple[str, ...] = ("shop.worker",)
 
 READY_TIMEOUT_S = 60.0
 DEMO_PRODUCT_ID = "demo-sneaker"
@@ -278,6 +278,13 @@ async def up(
     return 0
 
 
+async def _migrate(settings: Settings) -> None:
+    # Imported here: the shop's models are not needed to parse flags or print errors.
+    from shop.migrate import upgrade
+
+    await upgrade(settings.database_url)
+
+
 def _run_up(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     try:
@@ -314,7 +321,9 @@ def _run_up(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            return await up(settings, embedded=embedded, demo=args.demo, stop=stop)
+            return await up(
+                settings, embedded=embedded, migrate=_migrate, demo=args.demo, stop=stop
+            )
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -15,6 +15,7 @@ log = logging.getLogger("flashsale.producer")
 
 PRODUCE_TIMEOUT_MS = 5_000
 CONNECT_BACKOFF_MAX_S = 10.0
+STOP_WAIT_S = 3.0
 
 
 class ProducerUnavailable(Exception):
@@ -67,6 +68,9 @@ class EventProducer:
 
     async def stop(self) -> None:
         if self._connecting is not None:
+            # A start cancelled halfway leaks aiokafka's bootstrap connection: let a start in
+            # progress finish (briefly) so the producer can be stopped whole.
+            await asyncio.wait([self._connecting], timeout=STOP_WAIT_S)
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting

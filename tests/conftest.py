@@ -123,6 +123,15 @@ def kafka_bootstrap(_infra_loop: _InfraLoop) -> Iterator[str]:
         yield stack.kafka_bootstrap
 
 
+@pytest.fixture(scope="session")
+def migrated_database_url(database_url: str) -> str:
+    """`database_url` with the schema at the newest Alembic revision, as `flashsale up` does."""
+    from shop.migrate import upgrade_sync
+
+    upgrade_sync(database_url)
+    return database_url
+
+
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
     """A client on the test's own loop; tests keep to their own keys (unique product ids)."""

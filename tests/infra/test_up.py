@@ -163,7 +163,8 @@ async def test_up_is_ready_healthy_and_stops_cleanly(
         assert alive == []
         assert await up.next_line() == ""  # nothing but the READY line on stdout
     stopped = [line for line in up.log_lines() if line["msg"] == "supervisor stopped"]
-    assert [(s["children"], s["killed"]) for s in stopped] == [(7, 0)]
+    # 3 embedded servers, 4 HTTP processes and the order worker
+    assert [(s["children"], s["killed"]) for s in stopped] == [(8, 0)]
 
 
 async def test_up_restarts_a_killed_app_and_a_killed_valkey(

@@ -16,14 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from infra.constants import HEADER_GATE_SECRET, HEADER_PRODUCT_ID, HEADER_VISITOR_ID, SaleKeys
 from infra.settings import Settings
 from shop.app import create_app
-from shop.migrate import upgrade_sync
 from tests.support import running
-
-
-@pytest.fixture(scope="session")
-def migrated_database_url(database_url: str) -> str:
-    upgrade_sync(database_url)
-    return database_url
 
 
 @pytest.fixture

@@ -9,17 +9,10 @@ import pytest
 from infra.constants import HEADER_GATE_SECRET
 from infra.settings import Settings
 from shop.app import create_app
-from shop.migrate import upgrade_sync
 from tests.shop.helpers import ADMIN
 from tests.support import running, sale_body
 
 CreateProduct = Callable[..., Awaitable[dict[str, Any]]]
-
-
-@pytest.fixture(scope="session")
-def migrated_database_url(database_url: str) -> str:
-    upgrade_sync(database_url)
-    return database_url
 
 
 @pytest.fixture

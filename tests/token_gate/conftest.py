@@ -19,7 +19,6 @@ from starlette.types import ASGIApp
 from infra.constants import HEADER_GATE_SECRET
 from infra.settings import Settings
 from shop.app import create_app as create_shop
-from shop.migrate import upgrade_sync
 from tests.support import running
 from token_gate.app import create_app as create_gate
 from token_gate.codec import TokenCodec
@@ -98,12 +97,6 @@ def gate_settings() -> Settings:
 @pytest.fixture
 def codec(gate_settings: Settings) -> TokenCodec:
     return TokenCodec(gate_settings.secret_keys)
-
-
-@pytest.fixture(scope="session")
-def migrated_database_url(database_url: str) -> str:
-    upgrade_sync(database_url)
-    return database_url
 
 
 @pytest.fixture
