@@ -3,10 +3,14 @@ HTTP process is two lines on top of this."""
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import uvicorn
 from starlette.applications import Starlette
 
-from infra.settings import Settings
+from infra.logs import setup_logging
+from infra.settings import ConfigError, Settings
 
 
 def serve(app: Starlette, settings: Settings, port: int) -> None:
@@ -15,6 +19,7 @@ def serve(app: Starlette, settings: Settings, port: int) -> None:
         host=settings.host,
         port=port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers propagate to our JSON-lines root handler
         access_log=False,  # one line per poll would drown the logs during a drop
         server_header=False,
         proxy_headers=False,  # client addresses are resolved by infra.http.ClientAddress
@@ -25,19 +30,20 @@ def serve(app: Starlette, settings: Settings, port: int) -> None:
     )
 
 
-def main_for(app_module: str, port_field: str) -> None:
-    """Build the settings at the edge, then the app, then serve it; refuse bad settings."""
-    import importlib
-    import sys
-
-    from infra.logs import setup_logging
-    from infra.settings import ConfigError
-
+def settings_at_edge() -> Settings:
+    """A process's settings from its environment, with logging set up; refused settings end
+    the process with exit code 2 and the reason on stderr."""
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"flashsale: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging(settings.log_level)
+    return settings
+
+
+def main_for(app_module: str, port_field: str) -> None:
+    """The `__main__` of an HTTP process: settings at the edge, then the app, then serve."""
+    settings = settings_at_edge()
     app = importlib.import_module(app_module).create_app(settings)
     serve(app, settings, getattr(settings, port_field))

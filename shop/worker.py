@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from infra.metrics import Metrics
 from infra.redis import create_redis
 from infra.scripts import SaleScripts
-from infra.settings import ConfigError, Settings
+from infra.serve import settings_at_edge
+from infra.settings import Settings
 from shop.compensation import Compensation
 from shop.consumer import OrderConsumer
 from shop.holds import HoldExpirer
@@ -90,16 +91,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    import sys
-
-    from infra.logs import setup_logging
-
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"flashsale: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    setup_logging(settings.log_level)
+    settings = settings_at_edge()
 
     async def _main() -> None:
         stop = asyncio.Event()
