@@ -49,14 +49,16 @@ def _clean_env() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def _process(argv: list[str], env: dict[str, str], log: Path) -> AsyncIterator[None]:
+async def _process(
+    argv: list[str], env: dict[str, str], log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
     """A child process for the duration of the block; stopped with SIGTERM, then killed."""
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out
         )
     try:
-        yield
+        yield proc
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -67,15 +69,58 @@ async def _process(argv: list[str], env: dict[str, str], log: Path) -> AsyncIter
                 await proc.wait()
 
 
-async def _wait_ok(client: httpx.AsyncClient, url: str, logs: list[Path]) -> None:
+class _PortTaken(Exception):
+    """A child lost its port to another process between free_port() and its bind."""
+
+
+async def _wait_ok(
+    client: httpx.AsyncClient, url: str, procs: list[asyncio.subprocess.Process], logs: list[Path]
+) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         with contextlib.suppress(httpx.HTTPError):
             if (await client.get(url)).status_code == 200:
                 return
+        if any(proc.returncode is not None for proc in procs):
+            # Fail at once, with the reason, rather than after the whole timeout.
+            tails = _tails(logs)
+            if "address already in use" in tails.lower():
+                raise _PortTaken(tails)
+            raise AssertionError("a server exited while starting\n" + tails)
         if time.monotonic() > deadline:
             raise AssertionError(f"{url} never answered 200\n" + _tails(logs))
         await asyncio.sleep(0.1)
+
+
+async def _start_servers(
+    stack: contextlib.AsyncExitStack, redis_url: str, tmp_path: Path
+) -> tuple[Settings, list[Path]]:
+    """Queue server, scheduler and gate, each `python -m` with the env of its Settings."""
+    ports = {name: free_port() for name in ("queue", "scheduler", "gate")}
+    settings = Settings.from_env(
+        {},
+        dev=True,
+        redis_url=redis_url,
+        queue_port=ports["queue"],
+        scheduler_port=ports["scheduler"],
+        gate_port=ports["gate"],
+        shop_upstream_url=f"http://127.0.0.1:{ports['queue']}",  # see the module's docstring
+        join_rate_per_ip=0,  # every Locust user comes from 127.0.0.1
+        visitor_rate=0,
+        log_level="warning",
+        data_dir=tmp_path / "data",
+    )
+    env = {**_clean_env(), **settings.to_env()}
+    modules = ("queue_server", "scheduler", "token_gate")
+    logs = [tmp_path / f"{m}.log" for m in modules]
+    procs = [
+        await stack.enter_async_context(_process([sys.executable, "-m", module], env, log))
+        for module, log in zip(modules, logs, strict=True)
+    ]
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        for url in (settings.queue_url, settings.scheduler_url, settings.gate_url):
+            await _wait_ok(client, f"{url}/healthz", procs, logs)
+    return settings, logs
 
 
 def _tails(logs: list[Path]) -> str:
@@ -101,31 +146,23 @@ async def _end_sale_once_everyone_waits(redis: Redis, keys: SaleKeys) -> None:
 async def test_storm_admits_exactly_the_stock_and_everyone_stops(
     redis: Redis, redis_url: str, tmp_path: Path
 ) -> None:
-    ports = {name: free_port() for name in ("queue", "scheduler", "gate")}
-    settings = Settings.from_env(
-        {},
-        dev=True,
-        redis_url=redis_url,
-        queue_port=ports["queue"],
-        scheduler_port=ports["scheduler"],
-        gate_port=ports["gate"],
-        shop_upstream_url=f"http://127.0.0.1:{ports['queue']}",  # see the module's docstring
-        join_rate_per_ip=0,  # every Locust user comes from 127.0.0.1
-        visitor_rate=0,
-        log_level="warning",
-        data_dir=tmp_path / "data",
-    )
-    env = {**_clean_env(), **settings.to_env()}
-    modules = ("queue_server", "scheduler", "token_gate")
-    logs = [tmp_path / f"{m}.log" for m in modules]
-
     async with contextlib.AsyncExitStack() as stack:
-        for module, log in zip(modules, logs, strict=True):
-            await stack.enter_async_context(_process([sys.executable, "-m", module], env, log))
-        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
-            await _wait_ok(client, f"{settings.queue_url}/healthz", logs)
-            await _wait_ok(client, f"{settings.scheduler_url}/healthz", logs)
-            await _wait_ok(client, f"{settings.gate_url}/healthz", logs)
+        for attempt in range(3):
+            # Other test sessions on this machine pick free ports too: a port can be taken
+            # between free_port() and the child's bind. Then try again on new ports.
+            servers = contextlib.AsyncExitStack()
+            try:
+                settings, logs = await _start_servers(servers, redis_url, tmp_path)
+            except _PortTaken:
+                await servers.aclose()
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                await servers.aclose()  # no child outlives a failed start
+                raise
+            stack.push_async_exit(servers)
+            break
 
         # Overbook 1: admission stops at exactly the stock, since no order takes any of it.
         # abandon_s 10 keeps poll_after_ms <= 3.3 s, so the closing is heard quickly.
