@@ -8,6 +8,7 @@ Verification is pure CPU, no I/O: the gate checks tokens in-process.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
@@ -15,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from itsdangerous import BadData, BadSignature, URLSafeSerializer
+from itsdangerous import BadData, BadSignature, Signer, URLSafeSerializer
+from itsdangerous.encoding import base64_encode
 
 from infra.constants import ACCESS_SALT, TICKET_SALT
 
 MAX_TOKEN_CHARS = 1024  # a real token is ~200 chars; anything longer is not worth decoding
+VERIFIED_CACHE_SIZE = 65_536  # about 20 MB of verified tokens at most
 
 
 class TokenError(Exception):
@@ -45,6 +48,43 @@ class _OrjsonText:
     @staticmethod
     def loads(data: str | bytes) -> Any:
         return orjson.loads(data)
+
+
+class _KeyCachingSigner(Signer):
+    """itsdangerous derives the HMAC key from the secret and salt on every call; the result
+    never changes, and a hot path (every join, poll and gated request) should not pay it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._derived: dict[str | bytes | None, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        try:
+            return self._derived[secret_key]
+        except KeyError:
+            key = self._derived[secret_key] = super().derive_key(secret_key)
+            return key
+
+
+class _Serializer(URLSafeSerializer):
+    """One signer per salt, built once; payloads are never zlib-compressed (ours are ~80
+    bytes: compression only costs time). Reading still accepts compressed payloads."""
+
+    default_signer = _KeyCachingSigner
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._signers: dict[str | bytes | None, Signer] = {}
+
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
+        try:
+            return self._signers[salt]
+        except KeyError:
+            signer = self._signers[salt] = super().make_signer(salt)
+            return signer
+
+    def dump_payload(self, obj: Any) -> bytes:
+        return base64_encode(self.serializer.dumps(obj, **self.serializer_kwargs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +119,23 @@ class TokenCodec:
             "serializer": _OrjsonText,
             "signer_kwargs": {"digest_method": hashlib.sha256},
         }
-        self._tickets = URLSafeSerializer(keys, salt=TICKET_SALT, **kwargs)
-        self._access = URLSafeSerializer(keys, salt=ACCESS_SALT, **kwargs)
+        self._tickets = _Serializer(keys, salt=TICKET_SALT, **kwargs)
+        self._access = _Serializer(keys, salt=ACCESS_SALT, **kwargs)
+        # The same ticket comes back on every poll and the same token on every gated request:
+        # verify each string once. Only successes are cached (lru_cache does not keep
+        # exceptions), expiry is still checked on every read, and the keys are fixed for the
+        # codec's life, so a cached answer is always the answer verification would give.
+        self._read_ticket = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(self._verify_ticket)
+        self._read_access = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(self._verify_access)
 
     # --- queue tickets ---------------------------------------------------------------------
     def mint_ticket(self, visitor_id: str, product_id: str) -> str:
         return self._tickets.dumps({"v": visitor_id, "p": product_id})
 
     def read_ticket(self, raw: str) -> Ticket:
+        return self._read_ticket(raw)
+
+    def _verify_ticket(self, raw: str) -> Ticket:
         payload = self._load(self._tickets, raw)
         visitor, product = payload.get("v"), payload.get("p")
         if not isinstance(visitor, str) or not isinstance(product, str):
@@ -102,6 +151,12 @@ class TokenCodec:
         )
 
     def read_access(self, raw: str, now: float | None = None) -> AccessToken:
+        token = self._read_access(raw)
+        if token.expires_at <= (time.time() if now is None else now):
+            raise TokenExpired("access token expired")
+        return token
+
+    def _verify_access(self, raw: str) -> AccessToken:
         payload = self._load(self._access, raw)
         visitor, product = payload.get("v"), payload.get("p")
         token_id, expires = payload.get("t"), payload.get("e")
@@ -112,12 +167,10 @@ class TokenCodec:
             and type(expires) is int
         ):
             raise TokenInvalid("malformed access token")
-        if expires <= (time.time() if now is None else now):
-            raise TokenExpired("access token expired")
         return AccessToken(visitor, product, token_id, expires)
 
     @staticmethod
-    def _load(serializer: URLSafeSerializer, raw: str) -> dict[str, Any]:
+    def _load(serializer: _Serializer, raw: str) -> dict[str, Any]:
         if not raw or len(raw) > MAX_TOKEN_CHARS:
             raise TokenInvalid("missing or oversized token")
         try:
