@@ -9,19 +9,23 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from infra import errors
 from infra.constants import MAX_BODY_BYTES
+from infra.metrics import Metrics, RequestMetricsMiddleware
 
 log = logging.getLogger("flashsale.http")
 
@@ -130,6 +134,26 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise errors.InvalidRequest("the body must be a JSON object")
     return data
+
+
+def build_app(
+    routes: list[BaseRoute],
+    lifespan: Lifespan[Starlette],
+    metrics: Metrics,
+    middleware: Sequence[Middleware] = (),
+) -> Starlette:
+    """Every HTTP process's app: request metrics outermost, then the header and body
+    limits, then the app's own middleware; one JSON error shape for every failure."""
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestMetricsMiddleware, metrics=metrics),
+            Middleware(LimitsMiddleware),
+            *middleware,
+        ],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
 
 
 def retry_after_s(ms: float) -> str:

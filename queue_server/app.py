@@ -6,14 +6,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from infra import errors
-from infra.http import ClientAddress, JSONResponse, LimitsMiddleware, exception_handlers
-from infra.metrics import Metrics, RequestMetricsMiddleware
+from infra.http import ClientAddress, JSONResponse, build_app
+from infra.metrics import Metrics
 from infra.redis import create_redis
 from infra.scripts import SaleScripts
 from infra.settings import Settings
@@ -58,12 +57,4 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    return Starlette(
-        routes=routes,
-        middleware=[
-            Middleware(RequestMetricsMiddleware, metrics=metrics),
-            Middleware(LimitsMiddleware),
-        ],
-        exception_handlers=exception_handlers(),
-        lifespan=lifespan,
-    )
+    return build_app(routes, lifespan, metrics)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from infra import errors
-from infra.http import JSONResponse, exception_handlers
+from infra.http import JSONResponse, build_app
 from infra.metrics import Labels, Metrics
 from infra.redis import create_redis
 from infra.scripts import SaleScripts
@@ -53,11 +53,8 @@ def create_app(settings: Settings) -> Starlette:
             raise errors.Unavailable("the scheduler is not running")
         return JSONResponse({"status": "ok"})
 
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics.endpoint, methods=["GET"]),
-        ],
-        exception_handlers=exception_handlers(),
-        lifespan=lifespan,
-    )
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+    ]
+    return build_app(routes, lifespan, metrics)

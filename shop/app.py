@@ -17,8 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra import errors
 from infra.constants import HEADER_GATE_SECRET
-from infra.http import JSONResponse, LimitsMiddleware, error_response, exception_handlers
-from infra.metrics import Metrics, RequestMetricsMiddleware
+from infra.http import JSONResponse, build_app, error_response
+from infra.metrics import Metrics
 from infra.redis import create_redis
 from infra.scripts import SaleScripts
 from infra.settings import Settings
@@ -103,13 +103,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    return Starlette(
-        routes=routes,
-        middleware=[
-            Middleware(RequestMetricsMiddleware, metrics=metrics),
-            Middleware(LimitsMiddleware),
-            Middleware(GateOnlyMiddleware, secrets=settings.gate_secrets()),
-        ],
-        exception_handlers=exception_handlers(),
-        lifespan=lifespan,
+    return build_app(
+        routes,
+        lifespan,
+        metrics,
+        [Middleware(GateOnlyMiddleware, secrets=settings.gate_secrets())],
     )
