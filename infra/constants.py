@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-PRODUCT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, so "shoe-1\n" would pass `.match`.
+PRODUCT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}\Z")
 
 # --- Redis keys ---------------------------------------------------------------------------
 SALES_KEY = "fs:sales"  # set of every product id that has a sale (the catalog's index)
@@ -130,6 +131,17 @@ HEADER_TOKEN_ID = "x-token-id"
 HEADER_REQUEST_ID = "x-request-id"
 HEADER_GATE_SECRET = "x-flashsale-gate"
 GATE_STRIPPED_HEADERS = (HEADER_VISITOR_ID, HEADER_PRODUCT_ID, HEADER_TOKEN_ID, HEADER_GATE_SECRET)
+HEADER_RATELIMIT_LIMIT = "x-ratelimit-limit"
+HEADER_RATELIMIT_REMAINING = "x-ratelimit-remaining"
+REQUEST_ID_MAX_CHARS = 128  # a client's X-Request-Id longer than this is replaced
+
+# --- Gate -> shop -------------------------------------------------------------------------------
+UPSTREAM_CONNECT_TIMEOUT_S = 2.0
+UPSTREAM_READ_TIMEOUT_S = 10.0  # also write and pool: the whole exchange is small JSON
+UPSTREAM_HEALTH_TIMEOUT_S = 2.0
+UPSTREAM_RETRY_AFTER_S = 2  # Retry-After when one call failed but the breaker is still closed
+BREAKER_FAILURES = 5  # consecutive upstream failures that open the circuit breaker
+BREAKER_COOLDOWN_S = 5.0  # how long an open breaker answers by itself before one probe
 
 # --- Kafka topics ------------------------------------------------------------------------------
 TOPIC_ORDER_PLACED = "order.placed"

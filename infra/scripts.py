@@ -83,3 +83,11 @@ class SaleScripts:
     async def info(self, keys: SaleKeys) -> dict[str, str]:
         flat = await self.run("info", keys)
         return {str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+    async def take_token(self, bucket: str, rate_per_s: float, burst: float) -> list[int]:
+        """One token from the bucket at `bucket` (ratelimit.lua): {allowed, left, retry ms}.
+
+        Not a sale script: its only key is the bucket, so it skips `run`'s nine sale keys.
+        """
+        reply = await self._scripts["ratelimit"](keys=[bucket], args=[rate_per_s, burst])
+        return [int(part) for part in reply]

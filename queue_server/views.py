@@ -45,7 +45,7 @@ def _ctx(request: Request) -> QueueContext:
 
 def _product_keys(request: Request) -> SaleKeys:
     product_id = request.path_params["product_id"]
-    if not PRODUCT_ID_RE.match(product_id):
+    if not PRODUCT_ID_RE.fullmatch(product_id):
         raise errors.NotFound("no such product")
     return SaleKeys(product_id)
 

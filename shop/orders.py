@@ -40,7 +40,7 @@ MAX_QUANTITY = 1_000_000
 def _caller(request: Request) -> tuple[ShopContext, SaleKeys, str]:
     ctx = shop_context(request)
     product_id = request.path_params["product_id"]
-    if not PRODUCT_ID_RE.match(product_id):
+    if not PRODUCT_ID_RE.fullmatch(product_id):
         raise errors.NotFound("no such product")
     visitor = request.headers.get(HEADER_VISITOR_ID, "")
     if not visitor:

@@ -89,9 +89,9 @@ def echo_app(echo: Echo) -> Starlette:
 
 
 @pytest.fixture
-def gate_settings() -> Settings:
-    """Without an upstream; tests replace shop_upstream_url."""
-    return Settings.from_env({}, dev=True)
+def gate_settings(redis_url: str) -> Settings:
+    """Without an upstream; tests replace shop_upstream_url. Redis holds the visitor limit."""
+    return Settings.from_env({}, dev=True, redis_url=redis_url)
 
 
 @pytest.fixture

@@ -18,7 +18,9 @@ from token_gate.codec import TokenCodec
 OTHER_SECRET = "another-deployment-secret-0000000000"
 
 
-def valid(codec: TokenCodec, product_id: str = "shoe-1", visitor: str = "v-1") -> str:
+def valid(codec: TokenCodec, product_id: str = "shoe-1", visitor: str = "") -> str:
+    # A new visitor by default: each has a rate-limit bucket of its own in the shared Redis.
+    visitor = visitor or unique_id("v")
     return codec.mint_access(visitor, product_id, int(time.time()) + 300, token_id="tok-1")
 
 

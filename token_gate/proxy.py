@@ -1,0 +1,74 @@
+"""Headers across the gate: what goes to the shop, and the response that comes back.
+
+Both directions keep headers as lists of pairs, never dicts: a repeated header (two
+Set-Cookie lines, two Accept lines) must cross as it came, not merged or cut to its last value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import httpx
+from starlette.datastructures import Headers
+from starlette.responses import Response
+
+from infra.constants import GATE_STRIPPED_HEADERS
+
+# Hop-by-hop headers (RFC 9110 7.6.1) never cross a proxy, nor do the ones `Connection` names.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Set anew for the upstream request: httpx writes Host and the length of the body it sends.
+_REQUEST_ONLY = frozenset({"host", "content-length"})
+
+
+def _hop_by_hop(connection_values: Iterable[str]) -> set[str]:
+    named = {token.strip().lower() for value in connection_values for token in value.split(",")}
+    return set(HOP_BY_HOP) | (named - {""})
+
+
+def upstream_headers(headers: Headers, extra: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The client's headers as the shop gets them: no hop-by-hop, no identity the client
+    claims (`extra`, set from the verified token, replaces it), nothing left to httpx's
+    defaults that the client did not ask for."""
+    drop = _hop_by_hop(headers.getlist("connection")) | _REQUEST_ONLY
+    drop |= set(GATE_STRIPPED_HEADERS) | {name.lower() for name in extra}
+    kept = [(k, v) for k, v in headers.items() if k not in drop]
+    if "accept-encoding" not in headers:
+        # httpx would ask for gzip; the body is passed on raw, so the client would get a
+        # compression it never offered to decode.
+        kept.append(("accept-encoding", "identity"))
+    return kept + list(extra.items())
+
+
+def build_response(reply: httpx.Response, body: bytes, head: bool = False) -> Response:
+    """The shop's answer as the gate's response, repeated headers kept line by line.
+
+    `body` is the raw (still encoded) content, so Content-Encoding stays true. Content-Length
+    is recomputed from it, except for HEAD, whose empty body stands for the shop's length.
+    """
+    drop = _hop_by_hop(reply.headers.get_list("connection", split_commas=True))
+    if not head:
+        drop.add("content-length")
+    raw = [
+        (name.lower(), value)
+        for name, value in reply.headers.raw
+        if name.decode("latin-1").lower() not in drop
+    ]
+    response = Response(status_code=reply.status_code)
+    no_body = head or reply.status_code < 200 or reply.status_code in (204, 304)
+    if not no_body:
+        response.body = body
+        raw.append((b"content-length", str(len(body)).encode()))
+    response.raw_headers = raw
+    return response
