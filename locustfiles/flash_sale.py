@@ -51,7 +51,6 @@ METRIC_TYPE = "VISITOR"
 OUTCOME_TYPE = "OUTCOME"
 # Final states of a visitor, beyond the API's terminal states (sold_out, closed, expired):
 BOUGHT = "bought"  # the gate answered 2xx to the order
-SHOP_NOT_READY = "shop_not_ready"  # the gate let the order through, the shop has no route yet
 ORDER_REFUSED = "order_refused"  # the gate or the shop said no (401/403/409/422...)
 ORDER_FAILED = "order_failed"  # no usable answer from the gate after retries
 NOT_FOUND = "not_found"  # the product does not exist
@@ -194,10 +193,6 @@ class Visitor(HttpUser):
                 if 200 <= code < 300:
                     response.success()
                     return BOUGHT
-                if code in (404, 405):
-                    # The gate accepted the token; the shop's orders endpoint is not there yet.
-                    response.success()
-                    return SHOP_NOT_READY
                 if code in (429, 503):
                     response.failure(f"{code} pushback")
                     gevent.sleep(_retry_after_s(response.headers))

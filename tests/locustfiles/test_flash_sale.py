@@ -1,13 +1,8 @@
-"""The storm kit runs for real: Locust, headless, against a live queue server, scheduler and
-token gate, each its own process on a free loopback port.
+"""The storm kit runs for real: Locust, headless, against a live queue server, scheduler,
+token gate, shop and order worker, each its own process on a free loopback port, on real
+Valkey, tansu and PostgreSQL.
 
 Locust monkey-patches the standard library with gevent, so it only ever runs in a subprocess.
-The orders endpoint does not exist yet, and the shop is being rebuilt around Kafka and
-PostgreSQL for it. So the gate's upstream is the queue server itself, which, like the shop of
-today, has no ``/products/{id}/orders`` route: the gate really verifies every access token the
-scheduler minted, then the upstream answers 404, which the locustfile records as
-``shop_not_ready``. When orders land, run the real shop (with ``database_url`` and
-``kafka_bootstrap``) behind the gate and expect ``bought`` instead.
 """
 
 from __future__ import annotations
@@ -26,12 +21,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from infra.constants import SaleKeys
-from infra.scripts import SaleScripts
 from infra.settings import Settings
 from infra.stack import free_port
-from shop.sales import update_sale
-from tests.support import iso_in, new_sale
+from tests.support import new_sale
 
 pytestmark = pytest.mark.slow
 
@@ -93,32 +85,37 @@ async def _wait_ok(
 
 
 async def _start_servers(
-    stack: contextlib.AsyncExitStack, redis_url: str, tmp_path: Path
+    stack: contextlib.AsyncExitStack, urls: dict[str, str], tmp_path: Path
 ) -> tuple[Settings, list[Path]]:
-    """Queue server, scheduler and gate, each `python -m` with the env of its Settings."""
-    ports = {name: free_port() for name in ("queue", "scheduler", "gate")}
+    """Every process of the platform, each `python -m` with the env of its Settings."""
+    ports = {name: free_port() for name in ("queue", "scheduler", "gate", "shop")}
     settings = Settings.from_env(
         {},
         dev=True,
-        redis_url=redis_url,
+        **urls,
         queue_port=ports["queue"],
         scheduler_port=ports["scheduler"],
         gate_port=ports["gate"],
-        shop_upstream_url=f"http://127.0.0.1:{ports['queue']}",  # see the module's docstring
+        shop_port=ports["shop"],
         join_rate_per_ip=0,  # every Locust user comes from 127.0.0.1
         visitor_rate=0,
         log_level="warning",
         data_dir=tmp_path / "data",
     )
     env = {**_clean_env(), **settings.to_env()}
-    modules = ("queue_server", "scheduler", "token_gate")
+    modules = ("queue_server", "scheduler", "shop", "token_gate", "shop.worker")
     logs = [tmp_path / f"{m}.log" for m in modules]
     procs = [
         await stack.enter_async_context(_process([sys.executable, "-m", module], env, log))
         for module, log in zip(modules, logs, strict=True)
     ]
     async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
-        for url in (settings.queue_url, settings.scheduler_url, settings.gate_url):
+        for url in (
+            settings.queue_url,
+            settings.scheduler_url,
+            settings.shop_url,
+            settings.gate_url,
+        ):
             await _wait_ok(client, f"{url}/healthz", procs, logs)
     return settings, logs
 
@@ -132,27 +129,25 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-async def _end_sale_once_everyone_waits(redis: Redis, keys: SaleKeys) -> None:
-    """The operator's move: when every visitor has joined and the stock is handed out, end the
-    sale, so the ones still waiting must hear `closed` and stop."""
-    while True:
-        waiting, admitted = await redis.zcard(keys.line), await redis.zcard(keys.admitted)
-        if waiting + admitted >= VISITORS and admitted >= STOCK:
-            break
-        await asyncio.sleep(0.2)
-    await update_sale(redis, SaleScripts(redis), keys, {"sale_end": iso_in(0.5)})
-
-
-async def test_storm_admits_exactly_the_stock_and_everyone_stops(
-    redis: Redis, redis_url: str, tmp_path: Path
+async def test_storm_sells_exactly_the_stock_and_everyone_stops(
+    redis: Redis,
+    redis_url: str,
+    migrated_database_url: str,
+    kafka_bootstrap: str,
+    tmp_path: Path,
 ) -> None:
+    urls = {
+        "redis_url": redis_url,
+        "database_url": migrated_database_url,
+        "kafka_bootstrap": kafka_bootstrap,
+    }
     async with contextlib.AsyncExitStack() as stack:
         for attempt in range(3):
             # Other test sessions on this machine pick free ports too: a port can be taken
             # between free_port() and the child's bind. Then try again on new ports.
             servers = contextlib.AsyncExitStack()
             try:
-                settings, logs = await _start_servers(servers, redis_url, tmp_path)
+                settings, logs = await _start_servers(servers, urls, tmp_path)
             except _PortTaken:
                 await servers.aclose()
                 if attempt == 2:
@@ -164,12 +159,11 @@ async def test_storm_admits_exactly_the_stock_and_everyone_stops(
             stack.push_async_exit(servers)
             break
 
-        # Overbook 1: admission stops at exactly the stock, since no order takes any of it.
-        # abandon_s 10 keeps poll_after_ms <= 3.3 s, so the closing is heard quickly.
+        # Overbook 1: exactly the stock is admitted, each admitted visitor buys one, and then
+        # the whole line hears sold_out. abandon_s 10 keeps poll_after_ms <= 3.3 s.
         keys = await new_sale(
             redis, stock=STOCK, batch_size=5, interval_s=0.2, overbook=1.0, abandon_s=10
         )
-        ender = asyncio.create_task(_end_sale_once_everyone_waits(redis, keys))
         stats_prefix = tmp_path / "storm"
         locust_log = tmp_path / "locust.log"
         locust_env = {**_clean_env(), "FLASHSALE_PRODUCT": keys.product_id}
@@ -190,9 +184,6 @@ async def test_storm_admits_exactly_the_stock_and_everyone_stops(
             if locust.returncode is None:
                 locust.kill()
                 await locust.wait()
-            ender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ender
 
     report = locust_log.read_text(errors="replace")
     assert code == 0, f"locust failed ({code}):\n{report[-4000:]}\n{_tails(logs)}"
@@ -210,9 +201,10 @@ async def test_storm_admits_exactly_the_stock_and_everyone_stops(
     # The custom metrics: one admission wait per admitted visitor, one final state each.
     assert int(by_name[("VISITOR", "join_to_admission")]["Request Count"]) == STOCK
     outcomes = {r["Name"]: int(r["Request Count"]) for r in rows if r["Type"] == "OUTCOME"}
-    assert outcomes == {"shop_not_ready": STOCK, "closed": VISITORS - STOCK}, outcomes
+    assert outcomes == {"bought": STOCK, "sold_out": VISITORS - STOCK}, outcomes
     assert "final states" in report
 
-    # And the sale itself agrees: exactly the stock was admitted.
+    # And the sale itself agrees: exactly the stock was admitted and sold.
     assert int(await redis.hget(keys.sale, "issued") or 0) == STOCK
-    assert await redis.zcard(keys.admitted) == STOCK
+    assert int(await redis.get(keys.stock)) == 0
+    assert await redis.hlen(keys.orders) == STOCK
