@@ -141,10 +141,12 @@ def build_app(
     lifespan: Lifespan[Starlette],
     metrics: Metrics,
     middleware: Sequence[Middleware] = (),
+    app_class: type[Starlette] = Starlette,
 ) -> Starlette:
     """Every HTTP process's app: request metrics outermost, then the header and body
-    limits, then the app's own middleware; one JSON error shape for every failure."""
-    return Starlette(
+    limits, then the app's own middleware; one JSON error shape for every failure.
+    `app_class` lets an app wrap even Starlette's own error handling (the gate does)."""
+    return app_class(
         routes=routes,
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=metrics),

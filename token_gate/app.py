@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -34,8 +33,8 @@ from infra.constants import (
     UPSTREAM_READ_TIMEOUT_S,
     UPSTREAM_RETRY_AFTER_S,
 )
-from infra.http import JSONResponse, LimitsMiddleware, exception_handlers, read_body, retry_after_s
-from infra.metrics import Labels, Metrics, RequestMetricsMiddleware
+from infra.http import JSONResponse, build_app, read_body, retry_after_s
+from infra.metrics import Labels, Metrics
 from infra.redis import create_redis
 from infra.scripts import SaleScripts
 from infra.settings import Settings
@@ -228,12 +227,4 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    return _Gate(
-        routes=routes,
-        middleware=[
-            Middleware(RequestMetricsMiddleware, metrics=metrics),
-            Middleware(LimitsMiddleware),
-        ],
-        exception_handlers=exception_handlers(),
-        lifespan=lifespan,
-    )
+    return build_app(routes, lifespan, metrics, app_class=_Gate)
