@@ -6,6 +6,7 @@ on a single Redis Cluster shard.
 
 from __future__ import annotations
 
+import functools
 import re
 
 # `\Z`, not `$`: `$` also matches before a trailing newline, so "shoe-1\n" would pass `.match`.
@@ -15,7 +16,9 @@ PRODUCT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}\Z")
 SALES_KEY = "fs:sales"  # set of every product id that has a sale (the catalog's index)
 
 
+@functools.lru_cache(maxsize=4096)
 def sale_keys(product_id: str) -> SaleKeys:
+    """The (immutable) key names of a sale, built once per product: hot paths ask per request."""
     return SaleKeys(product_id)
 
 
@@ -24,6 +27,7 @@ class SaleKeys:
 
     __slots__ = (
         "admitted",
+        "base",
         "bought",
         "fate",
         "idem",
@@ -59,6 +63,18 @@ class SaleKeys:
         self.orders = f"{base}:orders"  # hash order_id -> reservation record (JSON)
         self.idem = f"{base}:idem"  # hash "visitor:Idempotency-Key" -> order_id
         self.pending = f"{base}:pending"  # zset order_id -> reserved at, ms; until stored in PG
+        # KEYS 1-9 of every sale script, in lib.lua's order.
+        self.base = (
+            self.sale,
+            self.seq,
+            self.line,
+            self.seen,
+            self.admitted,
+            self.unpicked,
+            self.tokens,
+            self.fate,
+            self.stock,
+        )
 
     def tick(self, n: int) -> str:
         return f"fs:{{{self.product_id}}}:tick:{n}"

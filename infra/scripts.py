@@ -35,21 +35,6 @@ def source(name: str) -> str:
     return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
-def base_keys(keys: SaleKeys) -> list[str]:
-    """KEYS 1-9 of every sale script, in lib.lua's order."""
-    return [
-        keys.sale,
-        keys.seq,
-        keys.line,
-        keys.seen,
-        keys.admitted,
-        keys.unpicked,
-        keys.tokens,
-        keys.fate,
-        keys.stock,
-    ]
-
-
 class SaleScripts:
     def __init__(self, redis: Redis) -> None:
         self._scripts = {name: redis.register_script(source(name)) for name in SCRIPT_NAMES}
@@ -57,7 +42,7 @@ class SaleScripts:
     async def run(
         self, name: str, keys: SaleKeys, extra_keys: list[str] | None = None, args: list[Any] = ()
     ) -> Any:
-        return await self._scripts[name](keys=base_keys(keys) + (extra_keys or []), args=list(args))
+        return await self._scripts[name](keys=[*keys.base, *(extra_keys or ())], args=list(args))
 
     async def join(
         self,

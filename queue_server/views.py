@@ -16,6 +16,7 @@ from infra.constants import (
     PRODUCT_ID_RE,
     TICKET_COOKIE_PREFIX,
     SaleKeys,
+    sale_keys,
 )
 from infra.http import ClientAddress, JSONResponse, retry_after_s
 from infra.metrics import Metrics
@@ -47,7 +48,7 @@ def _product_keys(request: Request) -> SaleKeys:
     product_id = request.path_params["product_id"]
     if not PRODUCT_ID_RE.fullmatch(product_id):
         raise errors.NotFound("no such product")
-    return SaleKeys(product_id)
+    return sale_keys(product_id)
 
 
 def _presented_ticket(request: Request, product_id: str) -> str | None:

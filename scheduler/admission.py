@@ -18,6 +18,7 @@ from infra.constants import (
     SWEEP_LIMIT,
     TICK_CLAIM_TTL_MS,
     SaleKeys,
+    sale_keys,
 )
 from infra.metrics import Metrics
 from infra.scripts import SaleScripts
@@ -53,7 +54,7 @@ class Admissions:
 
     async def tick(self, product_id: str, n: int, interval_ms: int) -> TickResult:
         """Tick n of a sale: two round trips whatever the batch size."""
-        keys = SaleKeys(product_id)
+        keys = sale_keys(product_id)
         raw = await self.scripts.run(
             "admit",
             keys,
@@ -80,7 +81,7 @@ class Admissions:
 
         Returns the outcome of the attempt: done, not_yet, busy or lost_lock.
         """
-        keys = SaleKeys(product_id)
+        keys = sale_keys(product_id)
         owner = secrets.token_hex(8)
         begin = await self.scripts.run(
             "open", keys, [keys.open_lock], ["begin", OPEN_LOCK_TTL_MS, owner]

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infra import errors
-from infra.constants import PRODUCT_ID_RE, SaleKeys
+from infra.constants import PRODUCT_ID_RE, SaleKeys, sale_keys
 from infra.http import JSONResponse, read_json_object
 from infra.sale import product_view, sale_info_view
 from shop import catalog, dlq, order_store, sales
@@ -29,7 +29,7 @@ def _sale_keys(request: Request) -> SaleKeys:
     product_id = request.path_params["product_id"]
     if not PRODUCT_ID_RE.fullmatch(product_id):
         raise errors.NotFound("no such product")
-    return SaleKeys(product_id)
+    return sale_keys(product_id)
 
 
 async def _admin_view(ctx: ShopContext, keys: SaleKeys) -> dict[str, Any]:

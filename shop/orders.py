@@ -23,6 +23,7 @@ from infra.constants import (
     PRODUCT_ID_RE,
     TOPIC_ORDER_PLACED,
     SaleKeys,
+    sale_keys,
 )
 from infra.http import JSONResponse, read_json_object
 from shop import order_store
@@ -47,7 +48,7 @@ def _caller(request: Request) -> tuple[ShopContext, SaleKeys, str]:
         raise errors.TokenMissing("orders need an access token, checked by the gate")
     if request.headers.get(HEADER_PRODUCT_ID) != product_id:
         raise errors.TokenWrongProduct("the access token is for another product")
-    return ctx, SaleKeys(product_id), visitor
+    return ctx, sale_keys(product_id), visitor
 
 
 def _order_id(request: Request) -> str:

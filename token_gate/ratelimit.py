@@ -17,7 +17,7 @@ from infra.constants import (
     HEADER_RATELIMIT_LIMIT,
     HEADER_RATELIMIT_REMAINING,
     VISITOR_BURST_FACTOR,
-    SaleKeys,
+    sale_keys,
 )
 from infra.http import retry_after_s
 from infra.scripts import SaleScripts
@@ -67,7 +67,7 @@ class VisitorLimiter:
         """
         if not self.enabled:
             return None
-        bucket = SaleKeys(product_id).visitor_rate(visitor_id)
+        bucket = sale_keys(product_id).visitor_rate(visitor_id)
         try:
             allowed, left, retry_ms = await self._scripts.take_token(
                 bucket, self.rate_per_s, self.burst
