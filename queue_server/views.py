@@ -131,16 +131,21 @@ def _respond(
         body["ticket"] = ticket
     response = JSONResponse(body, status_code=status_code)
     if ticket is not None:
-        response.set_cookie(
-            TICKET_COOKIE_PREFIX + keys.product_id, ticket, httponly=True, samesite="lax", path="/"
-        )
+        _set_cookie(response, TICKET_COOKIE_PREFIX + keys.product_id, ticket)
     if reply.state == "admitted":
         # Cookies are per host, not per port: the gate on the same host receives this one.
         max_age = max(0, (reply.token_expiry_ms - reply.now_ms) // 1000)
-        response.set_cookie(
-            ACCESS_COOKIE, reply.token, max_age=max_age, httponly=True, samesite="lax", path="/"
-        )
+        _set_cookie(response, ACCESS_COOKIE, reply.token, max_age)
     return response
+
+
+def _set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
+    """Starlette's set_cookie goes through http.cookies, a real cost on the join path. Our
+    names and values (product ids, URL-safe base64 tokens) never need quoting."""
+    cookie = f"{name}={value}; HttpOnly; Path=/; SameSite=lax"
+    if max_age is not None:
+        cookie += f"; Max-Age={max_age}"
+    response.raw_headers.append((b"set-cookie", cookie.encode("latin-1")))
 
 
 async def join(request: Request) -> Response:
