@@ -91,20 +91,7 @@ class SaleKeys:
 
     def all_data(self) -> list[str]:
         """Keys that hold a sale's data (tick and rate-limit keys expire on their own)."""
-        return [
-            self.sale,
-            self.seq,
-            self.line,
-            self.seen,
-            self.admitted,
-            self.unpicked,
-            self.tokens,
-            self.fate,
-            self.stock,
-            self.rate_log,
-            self.open_lock,
-            *self.order_keys(),
-        ]
+        return [*self.base, self.rate_log, self.open_lock, *self.order_keys()]
 
 
 # --- Sale states (API.md) -------------------------------------------------------------------

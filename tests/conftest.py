@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import pytest
 from redis.asyncio import Redis
 
+from infra.settings import Settings
 from infra.stack import EmbeddedStack
 
 T = TypeVar("T")
@@ -130,6 +131,18 @@ def migrated_database_url(database_url: str) -> str:
 
     upgrade_sync(database_url)
     return database_url
+
+
+@pytest.fixture
+def stack_settings(redis_url: str, migrated_database_url: str, kafka_bootstrap: str) -> Settings:
+    """Dev-mode settings on the session's real servers, as every process of the shop uses."""
+    return Settings.from_env(
+        {},
+        dev=True,
+        redis_url=redis_url,
+        database_url=migrated_database_url,
+        kafka_bootstrap=kafka_bootstrap,
+    )
 
 
 @pytest.fixture

@@ -20,15 +20,9 @@ from tests.support import running
 
 
 @pytest.fixture
-def settings(redis_url: str, migrated_database_url: str, kafka_bootstrap: str) -> Settings:
-    return Settings.from_env(
-        {},
-        dev=True,
-        redis_url=redis_url,
-        database_url=migrated_database_url,
-        kafka_bootstrap=kafka_bootstrap,
-        reconcile_grace_s=1.0,
-    )
+def settings(stack_settings: Settings) -> Settings:
+    # A short grace: the broker-restart test waits for the reconciler.
+    return stack_settings.replace(reconcile_grace_s=1.0)
 
 
 @pytest.fixture

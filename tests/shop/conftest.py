@@ -16,14 +16,8 @@ CreateProduct = Callable[..., Awaitable[dict[str, Any]]]
 
 
 @pytest.fixture
-def settings(redis_url: str, migrated_database_url: str, kafka_bootstrap: str) -> Settings:
-    return Settings.from_env(
-        {},
-        dev=True,
-        redis_url=redis_url,
-        database_url=migrated_database_url,
-        kafka_bootstrap=kafka_bootstrap,
-    )
+def settings(stack_settings: Settings) -> Settings:
+    return stack_settings
 
 
 @pytest.fixture

@@ -100,14 +100,8 @@ def codec(gate_settings: Settings) -> TokenCodec:
 
 
 @pytest.fixture
-def shop_settings(redis_url: str, migrated_database_url: str, kafka_bootstrap: str) -> Settings:
-    return Settings.from_env(
-        {},
-        dev=True,
-        redis_url=redis_url,
-        database_url=migrated_database_url,
-        kafka_bootstrap=kafka_bootstrap,
-    )
+def shop_settings(stack_settings: Settings) -> Settings:
+    return stack_settings
 
 
 @contextlib.asynccontextmanager
