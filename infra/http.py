@@ -24,12 +24,14 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from infra import errors
-from infra.constants import MAX_BODY_BYTES
+from infra.constants import HEADER_REQUEST_ID, MAX_BODY_BYTES, REQUEST_ID_MAX_CHARS
+from infra.logs import request_id
 from infra.metrics import Metrics, RequestMetricsMiddleware
 
 log = logging.getLogger("flashsale.http")
 
 MAX_HEADER_BYTES = 8 * 1024
+_REQUEST_ID = HEADER_REQUEST_ID.encode()
 
 
 class JSONResponse(Response):
@@ -87,6 +89,28 @@ def exception_handlers() -> dict[Any, Any]:
         RedisTimeoutError: _redis_down,
         Exception: _unexpected,
     }
+
+
+class RequestIdContextMiddleware:
+    """Puts the request's X-Request-Id (set by the gate, or by the client of a process that
+    faces clients) into the logging context, so each log line of the request carries it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        value = next((v for k, v in scope["headers"] if k == _REQUEST_ID), None)
+        if value is None or not 1 <= len(value) <= REQUEST_ID_MAX_CHARS or not value.isascii():
+            await self.app(scope, receive, send)
+            return
+        token = request_id.set(value.decode("ascii", "replace"))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            request_id.reset(token)
 
 
 class LimitsMiddleware:
@@ -150,6 +174,7 @@ def build_app(
         routes=routes,
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=metrics),
+            Middleware(RequestIdContextMiddleware),
             Middleware(LimitsMiddleware),
             *middleware,
         ],

@@ -1,10 +1,12 @@
-"""JSON-lines logging for every flashsale process: ``setup_logging(level)`` and nothing else."""
+"""JSON-lines logging for every flashsale process: ``setup_logging(level)``, and the
+``request_id`` context variable whose value every line logged while serving a request carries."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import orjson
@@ -16,6 +18,11 @@ _STANDARD_ATTRS = frozenset(
 )
 # A password in a URL (scheme://user:password@host) never reaches a log line, whoever logs it.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
+
+
+# The X-Request-Id of the request being served, set by infra.http's middleware: every line
+# logged while serving it carries the id, which crossed the gate and goes on into Kafka.
+request_id: ContextVar[str | None] = ContextVar("flashsale_request_id", default=None)
 
 
 def _redact(text: str) -> str:
@@ -42,6 +49,8 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": _redact(record.getMessage()),
         }
+        if (current := request_id.get()) is not None:
+            line["request_id"] = current
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 line[key] = _jsonable(value)
