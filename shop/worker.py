@@ -53,7 +53,7 @@ async def every(interval_s: float, job: Callable[[], Awaitable[object]], name: s
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Metrics("flashsale_worker")
     redis = create_redis(settings.redis_url, max_connections=32)
-    engine = create_async_engine(settings.database_url, pool_size=5)
+    engine = create_async_engine(settings.database_url, pool_size=5, pool_pre_ping=True)
     producer = EventProducer(settings.kafka_bootstrap)
     reservations = Reservations(redis, SaleScripts(redis))
     compensation = Compensation(engine, reservations)

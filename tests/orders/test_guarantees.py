@@ -12,12 +12,14 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from infra.constants import DEV_ADMIN_KEY, TOPIC_ORDER_PLACED, SaleKeys
 from infra.settings import Settings
 from infra.stack import EmbeddedStack
 from shop.app import create_app
+from shop.migrate import upgrade
 from tests.orders.conftest import Worker, eventually, identity, stock_left, stored_count
 from tests.support import new_sale, running
 
@@ -247,3 +249,41 @@ _REJECT_TRIGGER = """
 CREATE TRIGGER reject_test_orders BEFORE INSERT ON orders
 FOR EACH ROW EXECUTE FUNCTION reject_test_orders()
 """
+
+
+async def test_the_worker_waits_out_a_database_outage(
+    shop: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    """PostgreSQL dies under the worker: it retries with backoff, loses nothing, and every
+    order lands once the database is back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with EmbeddedStack(Path(tmp), redis=False, kafka=False) as db:
+            await upgrade(db.database_url)
+            local = settings.replace(database_url=db.database_url)
+            keys = await new_sale(redis, stock=100)
+            pid = keys.product_id
+            postgres = db.supervisor.child("postgres")
+            worker = Worker(local)
+            await worker.start()
+            engine = create_async_engine(db.database_url, pool_pre_ping=True)
+            try:
+                first = [await order(shop, settings, pid, f"d{i}") for i in range(10)]
+                await eventually(lambda: _stored_is(engine, pid, 10), what="first orders")
+                before = postgres.pid
+                assert before is not None
+                os.kill(before, signal.SIGKILL)
+                # Accepted while the database is down: they wait in Kafka and Redis.
+                second = [await order(shop, settings, pid, f"e{i}") for i in range(10)]
+                assert all(r.status_code == 202 for r in first + second)
+
+                async def all_stored() -> bool:
+                    try:
+                        return await _stored_is(engine, pid, 20)
+                    except (OSError, DBAPIError):
+                        return False  # our own check's connection: the database is restarting
+
+                await eventually(all_stored, timeout_s=60, what="all stored")
+            finally:
+                await engine.dispose()
+                await worker.stop()
+            assert postgres.restarts >= 1
