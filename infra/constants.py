@@ -113,7 +113,6 @@ ACCESS_SALT = "flashsale.access-token.v1"
 # --- Polling and timing -----------------------------------------------------------------------
 POLL_MIN_MS = 1_000
 POLL_MAX_MS = 30_000
-POLL_ADMITTING_MS = 250  # admitted by the scheduler, token being stored: ask again soon
 POLL_ETA_FRACTION = 4  # ask again after a quarter of the expected wait
 RATE_WINDOW_MS = 30_000  # admission rate is measured over this window
 SWEEP_LIMIT = 1_000  # abandoned places dropped per tick, so a tick stays O(1)

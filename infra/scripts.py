@@ -26,6 +26,7 @@ SCRIPT_NAMES = (
     "release",
     "stored",
     "ratelimit",
+    "complete",
 )
 
 

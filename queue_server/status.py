@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.constants import (
-    POLL_ADMITTING_MS,
     POLL_ETA_FRACTION,
     POLL_MAX_MS,
     POLL_MIN_MS,
@@ -79,8 +78,6 @@ def poll_after_ms(reply: Reply) -> int:
     """When to ask again. Grows with the distance to the front, so the total polling load
     follows the admission rate rather than the length of the line."""
     cap = poll_cap_ms(reply.abandon_ms)
-    if reply.state == "admitting":
-        return POLL_ADMITTING_MS
     if reply.state == "not_started":
         until_start = max(0, reply.start_ms - reply.now_ms)
         # Spread the herd that would otherwise ask at the very same millisecond of the start.
@@ -97,7 +94,7 @@ def poll_after_ms(reply: Reply) -> int:
 
 
 def status_body(product_id: str, reply: Reply, visitor_id: str, shop_url: str) -> dict[str, Any]:
-    state = "waiting" if reply.state == "admitting" else reply.state
+    state = reply.state
     body: dict[str, Any] = {
         "state": state,
         "product_id": product_id,
@@ -106,10 +103,7 @@ def status_body(product_id: str, reply: Reply, visitor_id: str, shop_url: str) -
         "eta_s": None,
         "poll_after_ms": poll_after_ms(reply),
     }
-    if reply.state == "admitting":
-        body["position"] = 1
-        body["eta_s"] = 0
-    elif state in ("waiting", "paused", "not_started"):
+    if state in ("waiting", "paused", "not_started"):
         body["position"] = reply.position
         if state == "waiting":
             body["eta_s"] = eta_s(reply.position, reply.rate)

@@ -97,12 +97,14 @@ def _identify(ctx: QueueContext, request: Request, product_id: str, required: bo
     return ticket.visitor_id
 
 
-async def _store_passthrough_token(
-    ctx: QueueContext, keys: SaleKeys, v: str, reply: Reply
-) -> Reply:
-    token = ctx.codec.mint_access(v, keys.product_id, reply.token_expiry_ms // 1000)
-    await ctx.redis.hset(keys.tokens, v, token)
-    ctx.metrics.inc("passthrough_total")
+async def _complete_admission(ctx: QueueContext, keys: SaleKeys, v: str, reply: Reply) -> Reply:
+    """Admitted, no token stored yet: mint it here. On a pass-through that is the normal
+    path; after a scheduler tick it spares the visitor the wait for (or the loss of its turn
+    to) a scheduler that is still storing the token, or died before it could."""
+    minted = ctx.codec.mint_access(v, keys.product_id, reply.token_expiry_ms // 1000)
+    token = await ctx.scripts.run("complete", keys, args=[v, minted])
+    if not token:
+        return dataclasses.replace(reply, state="expired")
     return dataclasses.replace(reply, state="admitted", token=token)
 
 
@@ -171,7 +173,9 @@ async def join(request: Request) -> Response:
     reply = Reply.parse(raw)
     created = bool(int(raw[12]))
     if reply.state == "passthrough":
-        reply = await _store_passthrough_token(ctx, keys, visitor, reply)
+        ctx.metrics.inc("passthrough_total")
+    if reply.state in ("passthrough", "admitting"):
+        reply = await _complete_admission(ctx, keys, visitor, reply)
     ctx.metrics.inc("joins_total", created=str(created).lower())
     ticket = ctx.codec.mint_ticket(visitor, keys.product_id)
     return _respond(ctx, keys, visitor, reply, 201 if created else 200, ticket)
@@ -192,7 +196,10 @@ async def status(request: Request) -> Response:
         )
     if code == "ticket_invalid":
         raise errors.TicketInvalid("this ticket no longer holds a place; join again")
-    return _respond(ctx, keys, visitor, Reply.parse(raw))
+    reply = Reply.parse(raw)
+    if reply.state == "admitting":
+        reply = await _complete_admission(ctx, keys, visitor, reply)
+    return _respond(ctx, keys, visitor, reply)
 
 
 async def leave(request: Request) -> Response:

@@ -70,9 +70,13 @@ class Admissions:
         expiry_s = int(raw[2]) // 1000
         visitors = tuple(raw[3:])
         if visitors:
-            # HMAC is not available in Redis Lua: tokens are minted here, stored in one call.
-            tokens = {v: self.codec.mint_access(v, product_id, expiry_s) for v in visitors}
-            await self.redis.hset(keys.tokens, mapping=tokens)
+            # HMAC is not available in Redis Lua: tokens are minted here and stored in one
+            # round trip. HSETNX: a queue server that saw the admission first may have minted
+            # and handed out a token already (complete.lua); that one stays.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for v in visitors:
+                    pipe.hsetnx(keys.tokens, v, self.codec.mint_access(v, product_id, expiry_s))
+                await pipe.execute()
             self.metrics.inc("admitted_total", len(visitors))
         return TickResult("admitted", visitors)
 

@@ -4,7 +4,8 @@
 --       second per IP (0 = no limit), burst.
 -- Reply: {'not_found'} | {'not_open'} | {'closed'} | {'rate_limited', retry_after_ms}
 --        | visitor_status reply + created (0/1) as element 13. A pass-through admission has
---        state 'passthrough' and the token expiry in element 7: the caller mints the token.
+--        state 'passthrough' and the token expiry in element 7: the caller mints the token
+--        and completes the admission (complete.lua).
 local v, holds_ticket = ARGV[1], ARGV[2] == '1'
 local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 
@@ -38,7 +39,6 @@ end
 redis.call('HDEL', K_FATE, v)
 if state == 'open' and redis.call('ZCARD', K_LINE) == 0 and allowance(s, 1) > 0 then
   admit(s, v, now)
-  redis.call('ZREM', K_UNPICKED, v) -- the join's own answer carries the token
   redis.call('HINCRBY', K_SALE, 'issued', 1)
   return { 'ok', 'passthrough', -1, 0, s.rate or '0', '', now + s.token_ttl_ms, now,
     s.start_ms, 0, '', s.abandon_ms, 1 }

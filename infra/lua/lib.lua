@@ -122,7 +122,9 @@ local function visitor_status(s, state, v, now, touch)
       redis.call('ZREM', K_UNPICKED, v) -- picked up: the slot is now the visitor's
       reply[2], reply[6], reply[7] = 'admitted', token, expiry
     else
-      reply[2] = 'admitting' -- the scheduler is storing the token right now
+      -- Admitted, but the token is not stored yet (the scheduler is storing it, or died
+      -- between its two steps): the caller mints it (complete.lua), with this expiry.
+      reply[2], reply[7] = 'admitting', expiry
     end
     return reply
   end

@@ -367,3 +367,27 @@ async def test_sale_keys_share_one_hash_tag() -> None:
     assert all(
         "{p-1}" in key for key in [*keys.all_data(), keys.tick(3), keys.join_rate("1.2.3.4")]
     )
+
+
+async def test_an_admission_whose_token_was_never_stored_is_completed_by_status(
+    client: httpx.AsyncClient, redis: Redis, scripts: SaleScripts, codec: TokenCodec
+) -> None:
+    """The scheduler admitted (step 1) and died before storing tokens (step 2): the visitor's
+    next poll mints its token, and a late scheduler cannot replace the one handed out."""
+    keys = await new_sale(redis, max_active=1)
+    await join(client, keys.product_id)
+    (ticket,) = await line_of(client, keys.product_id, 1)
+    await redis.delete(keys.admitted, keys.unpicked)
+    step1 = await scripts.run(
+        "admit", keys, [keys.tick(1), keys.rate_log], [60_000, 100, 30_000, 1, 0]
+    )
+    assert step1[0] == "admitted" and len(step1) == 4
+    assert await redis.hlen(keys.tokens) == 1  # only the pass-through visitor's
+    body = (await status(client, keys.product_id, ticket)).json()
+    assert body["state"] == "admitted"
+    token = codec.read_access(body["access_token"])
+    assert token.visitor_id == step1[3]
+    assert await redis.zcard(keys.unpicked) == 0  # picked up by that answer
+    await redis.hsetnx(keys.tokens, step1[3], "a-late-scheduler-token")
+    again = (await status(client, keys.product_id, ticket)).json()
+    assert again["access_token"] == body["access_token"]
