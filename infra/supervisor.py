@@ -19,7 +19,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+
+from infra.resource import Resource
 
 logger = logging.getLogger("flashsale.supervisor")
 
@@ -86,7 +87,7 @@ class Child:
         return proc.pid if proc is not None and proc.returncode is None else None
 
 
-class Supervisor:
+class Supervisor(Resource):
     """Runs children, restarts them with backoff, stops them in reverse start order."""
 
     def __init__(
@@ -177,18 +178,6 @@ class Supervisor:
                 "children had to be killed",
                 extra={"killed": killed, "stop_timeout_s": self.stop_timeout_s},
             )
-
-    async def __aenter__(self) -> Supervisor:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- internals ---------------------------------------------------------------------------
 

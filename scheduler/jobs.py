@@ -18,6 +18,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from redis.asyncio import Redis
 
 from infra.constants import SALE_SYNC_INTERVAL_S, SALES_KEY, SaleKeys
+from infra.resource import Resource
 from scheduler.admission import Admissions
 
 log = logging.getLogger("flashsale.scheduler")
@@ -39,7 +40,7 @@ class SalePlan:
         return self.cancelled or (self.end_ms > 0 and now_ms >= self.end_ms)
 
 
-class SaleJobs:
+class SaleJobs(Resource):
     def __init__(self, redis: Redis, admissions: Admissions) -> None:
         self.redis = redis
         self.admissions = admissions
@@ -60,13 +61,6 @@ class SaleJobs:
     async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-
-    async def __aenter__(self) -> SaleJobs:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     @property
     def sale_ids(self) -> list[str]:

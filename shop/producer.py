@@ -11,6 +11,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from infra.resource import Resource
+
 log = logging.getLogger("flashsale.producer")
 
 PRODUCE_TIMEOUT_MS = 5_000
@@ -22,7 +24,7 @@ class ProducerUnavailable(Exception):
     """The broker has not been reached (yet)."""
 
 
-class EventProducer:
+class EventProducer(Resource):
     """Connects in the background: the shop keeps serving its catalog and admin API while
     the broker is away, and orders answer 503 until it is back."""
 
@@ -78,13 +80,6 @@ class EventProducer:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
-
-    async def __aenter__(self) -> EventProducer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     async def publish(
         self, topic: str, key: str, value: dict[str, Any] | bytes, request_id: str = ""
