@@ -46,12 +46,18 @@ def sale_body(**overrides: Any) -> dict[str, Any]:
 
 
 async def new_sale(redis: Redis, opened: bool = True, **overrides: Any) -> SaleKeys:
-    """Create a sale; one whose start has passed is opened as the scheduler would open it,
-    unless `opened` is false (its line is then still a pre-queue)."""
+    """Create a sale; one whose start has passed is open (a sale created after its start is
+    open at once). With `opened` false, the sale is created in its pre-queue and then its
+    start comes, as if by the clock, without a scheduler to open it: its line is still a
+    pre-queue, whose visitors are early, until `open_sale`."""
     scripts = SaleScripts(redis)
-    keys = await create_sale(redis, scripts, sale_body(**overrides))
-    if opened and await open_sale(redis, keys.product_id) not in ("done", "not_yet"):
-        raise AssertionError("the sale did not open")
+    if opened:
+        return await create_sale(redis, scripts, sale_body(**overrides))
+    body = sale_body(**overrides)
+    start_ms = int(datetime.fromisoformat(body["sale_start"]).timestamp() * 1000)
+    body.update(sale_start=iso_in(3600), prequeue_s=7200)
+    keys = await create_sale(redis, scripts, body)
+    await redis.hset(keys.sale, "start_ms", start_ms)  # the clock moves on to the start
     return keys
 
 

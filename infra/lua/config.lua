@@ -31,5 +31,9 @@ else
   end
 end
 redis.call('HSET', K_SALE, unpack(ARGV, 2))
+if op == 'create' and tonumber(fields.start_ms) <= now_ms() then
+  -- Created after its start: there was no pre-queue, hence nobody to draw; open at once.
+  redis.call('HSET', K_SALE, 'opened', '1', 'cut', '0')
+end
 redis.call('HINCRBY', K_SALE, 'version', 1)
 return 'ok'

@@ -391,3 +391,12 @@ async def test_an_admission_whose_token_was_never_stored_is_completed_by_status(
     await redis.hsetnx(keys.tokens, step1[3], "a-late-scheduler-token")
     again = (await status(client, keys.product_id, ticket)).json()
     assert again["access_token"] == body["access_token"]
+
+
+async def test_a_sale_created_after_its_start_is_open_at_once(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
+    keys = await new_sale(redis, queue_mode="shuffle_prequeue")  # no scheduler opens it
+    info = (await client.get(f"/queue/{keys.product_id}")).json()
+    assert info["state"] == "open"
+    assert (await join(client, keys.product_id)).json()["state"] == "admitted"  # pass-through

@@ -101,8 +101,8 @@ async def test_past_start_is_accepted(client: httpx.AsyncClient) -> None:
         "/admin/products", json=sale_body(sale_start=iso_in(-3600)), headers=ADMIN
     )
     assert reply.status_code == 201, reply.text
-    # Not opened until the scheduler runs the start; never "scheduled" again.
-    assert reply.json()["state"] == "prequeue"
+    # API.md: "sale_start may be in the past: the sale is then open at once."
+    assert reply.json()["state"] == "open"
 
 
 async def test_taken_id_is_409_and_keeps_the_first(

@@ -69,8 +69,7 @@ async def test_patch_stock_moves_stock_left(
     assert (view["stock_total"], view["stock_left"]) == (50, 20)
     reply = await patch_stock(30)
     assert (reply.json()["stock_total"], reply.json()["stock_left"]) == (30, 0)
-    assert reply.json()["state"] == "prequeue"
-    await mark_opened(redis, pid)
+    assert reply.json()["state"] == "sold_out"
     assert (await client.get(f"/products/{pid}")).json()["state"] == "sold_out"
 
 
@@ -81,7 +80,7 @@ async def test_patch_stock_moves_stock_left(
 async def test_start_and_mode_are_frozen_once_opened(
     client: httpx.AsyncClient, redis: Redis, create_product: CreateProduct, change: dict
 ) -> None:
-    pid = (await create_product())["id"]
+    pid = (await create_product(sale_start=iso_in(3600)))["id"]
     before_open = await client.patch(f"/admin/products/{pid}", json=change, headers=ADMIN)
     assert before_open.status_code == 200, before_open.text
     await client.patch(
