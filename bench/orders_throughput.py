@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.plot import bar_chart
 from infra.constants import TOPIC_ORDER_PLACED
 from infra.settings import Settings
 from infra.stack import EmbeddedStack
@@ -155,6 +156,15 @@ def main() -> None:
     result = asyncio.run(run(args.orders, args.batch))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "orders_throughput.json").write_text(json.dumps(result, indent=2))
+    bar_chart(
+        RESULTS / "orders_throughput.svg",
+        f"Orders persisted per second ({result['orders']:,} orders, batch {result['batch']})",
+        [
+            ("order worker (Kafka→PG)", result["worker_orders_per_s"]),
+            ("bare batched INSERT", result["bare_insert_orders_per_s"]),
+        ],
+        "orders/s",
+    )
     print(
         f"worker persisted {result['worker_orders_per_s']} orders/s "
         f"(bare batched INSERT: {result['bare_insert_orders_per_s']}/s, "

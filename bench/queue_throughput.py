@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 
 from bench.baselines import NAIVE_LINE_KEY
 from bench.loadgen import Load, Measurement, measure, wrk_path
+from bench.plot import bar_chart
 from infra.constants import SALES_KEY, SaleKeys
 from infra.metrics import Metrics
 from infra.scripts import SaleScripts
@@ -308,7 +309,19 @@ async def main_async(argv: list[str] | None = None) -> dict[str, Any]:
                 report = await run(args, stack.redis_url, logs)
     _print_ratios(report)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nWrote {args.output}")
+    labels = {
+        "bare": "bare Starlette",
+        "naive": "naive ZADD+ZRANK",
+        "join": "ours: join",
+        "status": "ours: status",
+    }
+    plot = bar_chart(
+        args.output.with_suffix(".svg"),
+        f"Queue server vs baselines ({report['load']}, line of {report['line_before']:,})",
+        [(labels.get(name, name), r["rps"]) for name, r in report["results"].items()],
+        "req/s",
+    )
+    print(f"\nWrote {args.output} and {plot}")
     if report["machine"]["load_avg_1m_at_start"] > 0.5:
         print(
             f"Note: the 1-minute load average was {report['machine']['load_avg_1m_at_start']} at "
