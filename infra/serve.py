@@ -9,6 +9,7 @@ import sys
 import uvicorn
 from starlette.applications import Starlette
 
+from infra.constants import POLL_MAX_MS
 from infra.logs import setup_logging
 from infra.settings import ConfigError, Settings
 
@@ -23,7 +24,11 @@ def serve(app: Starlette, settings: Settings, port: int) -> None:
         access_log=False,  # one line per poll would drown the logs during a drop
         server_header=False,
         proxy_headers=False,  # client addresses are resolved by infra.http.ClientAddress
-        timeout_keep_alive=5,
+        # Longer than the longest poll_after_ms: a waiting visitor's connection is still open
+        # at its next poll. Closing idle connections sooner races with those polls (the
+        # client sends on a socket the server is closing), and under a storm that race
+        # loses requests.
+        timeout_keep_alive=POLL_MAX_MS // 1000 + 5,
         timeout_graceful_shutdown=10,
         h11_max_incomplete_event_size=64 * 1024,
         backlog=4096,

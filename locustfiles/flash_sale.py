@@ -46,6 +46,7 @@ NOT_OPEN_RETRY_S = 5.0
 MAX_ORDER_ATTEMPTS = 5
 # A visitor that re-joins this often in a row is told something is wrong, not looping forever.
 MAX_REJOINS = 5
+MAX_UNANSWERED = 5  # status polls in a row without any HTTP answer before giving up
 
 METRIC_TYPE = "VISITOR"
 OUTCOME_TYPE = "OUTCOME"
@@ -84,6 +85,7 @@ class Visitor(HttpUser):
         self.first_join_at: float | None = None
         self.started_at = time.monotonic()
         self.rejoins = 0
+        self.unanswered = 0  # status polls in a row that got no HTTP answer
 
     @task
     def visit(self) -> None:
@@ -152,11 +154,20 @@ class Visitor(HttpUser):
                 code = response.status_code
                 if code == 200:
                     response.success()
-                    self.rejoins = 0
+                    self.rejoins = self.unanswered = 0
                     return response.json()
                 if code in (429, 503):
                     response.failure(f"{code} pushback")
                     gevent.sleep(_retry_after_s(response.headers))
+                    continue
+                if code == 0:
+                    # No HTTP answer (connection refused or reset, timeout): a status poll is
+                    # safe to repeat, so do what a browser tab would, and try again shortly.
+                    response.failure(f"no answer on status: {type(response.error).__name__}")
+                    self.unanswered += 1
+                    if self.unanswered > MAX_UNANSWERED:
+                        return GAVE_UP
+                    gevent.sleep(DEFAULT_RETRY_S)
                     continue
                 if code not in (401, 410):
                     response.failure(f"unexpected {code} on status")
