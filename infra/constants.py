@@ -94,14 +94,7 @@ class SaleKeys:
         return [*self.base, self.rate_log, self.open_lock, *self.order_keys()]
 
 
-# --- Sale states (API.md) -------------------------------------------------------------------
-STATE_SCHEDULED = "scheduled"
-STATE_PREQUEUE = "prequeue"
-STATE_OPEN = "open"
-STATE_SOLD_OUT = "sold_out"
-STATE_CLOSED = "closed"
-STATE_PAUSED = "paused"
-
+# --- Queue modes (API.md); sale states are computed in lib.lua --------------------------------
 QUEUE_MODE_FIFO = "fifo"
 QUEUE_MODE_SHUFFLE = "shuffle_prequeue"
 QUEUE_MODES = (QUEUE_MODE_FIFO, QUEUE_MODE_SHUFFLE)

@@ -5,7 +5,28 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.constants import QUEUE_MODE_FIFO
+from starlette.requests import Request
+
+from infra.constants import PRODUCT_ID_RE, QUEUE_MODE_FIFO, SaleKeys, sale_keys
+from infra.errors import NotFound
+from infra.scripts import SaleScripts
+
+
+def path_sale_keys(request: Request) -> SaleKeys:
+    """The sale named by the path's `{product_id}`; a malformed id is as unknown as a
+    missing one (API.md: 404 `not_found`)."""
+    product_id = request.path_params["product_id"]
+    if not PRODUCT_ID_RE.fullmatch(product_id):
+        raise NotFound("no such product")
+    return sale_keys(product_id)
+
+
+async def existing_sale_info(scripts: SaleScripts, keys: SaleKeys) -> dict[str, str]:
+    """info.lua's view of the sale; 404 `not_found` when there is no such sale."""
+    info = await scripts.info(keys)
+    if not info:
+        raise NotFound("no such product")
+    return info
 
 
 def iso_utc(ms: int) -> str:

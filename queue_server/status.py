@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import random
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from infra.constants import (
     POLL_MIN_MS,
 )
 from infra.sale import iso_utc
+from infra.shuffle import draw
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +50,6 @@ class Reply:
             seed=raw[10] or "",
             abandon_ms=int(raw[11]),
         )
-
-
-def draw(seed_hex: str, visitor_id: str) -> str:
-    """The verifiable draw of an early visitor: hex HMAC-SHA256(seed, visitor_id)."""
-    return hmac.new(bytes.fromhex(seed_hex), visitor_id.encode(), hashlib.sha256).hexdigest()
-
-
-def commitment(seed_hex: str) -> str:
-    """What is published before the draw: hex SHA-256 of the seed's bytes."""
-    return hashlib.sha256(bytes.fromhex(seed_hex)).hexdigest()
 
 
 def poll_cap_ms(abandon_ms: int) -> int:

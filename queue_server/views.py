@@ -13,14 +13,12 @@ from starlette.responses import HTMLResponse, Response
 from infra import errors
 from infra.constants import (
     ACCESS_COOKIE,
-    PRODUCT_ID_RE,
     TICKET_COOKIE_PREFIX,
     SaleKeys,
-    sale_keys,
 )
 from infra.http import ClientAddress, JSONResponse, retry_after_s
 from infra.metrics import Metrics
-from infra.sale import sale_info_view
+from infra.sale import existing_sale_info, path_sale_keys, sale_info_view
 from infra.scripts import SaleScripts
 from infra.settings import Settings
 from queue_server.page import waiting_room_html
@@ -42,13 +40,6 @@ class QueueContext:
 
 def _ctx(request: Request) -> QueueContext:
     return request.app.state.ctx
-
-
-def _product_keys(request: Request) -> SaleKeys:
-    product_id = request.path_params["product_id"]
-    if not PRODUCT_ID_RE.fullmatch(product_id):
-        raise errors.NotFound("no such product")
-    return sale_keys(product_id)
 
 
 def _presented_ticket(request: Request, product_id: str) -> str | None:
@@ -152,7 +143,7 @@ def _set_cookie(response: Response, name: str, value: str, max_age: int | None =
 
 async def join(request: Request) -> Response:
     ctx = _ctx(request)
-    keys = _product_keys(request)
+    keys = path_sale_keys(request)
     known = _identify(ctx, request, keys.product_id, required=False)
     visitor = known or new_visitor_id()
     raw = await ctx.scripts.join(
@@ -183,7 +174,7 @@ async def join(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     ctx = _ctx(request)
-    keys = _product_keys(request)
+    keys = path_sale_keys(request)
     visitor = _identify(ctx, request, keys.product_id, required=True)
     assert visitor is not None
     raw = await ctx.scripts.status(keys, visitor)
@@ -204,7 +195,7 @@ async def status(request: Request) -> Response:
 
 async def leave(request: Request) -> Response:
     ctx = _ctx(request)
-    keys = _product_keys(request)
+    keys = path_sale_keys(request)
     visitor = _identify(ctx, request, keys.product_id, required=True)
     assert visitor is not None
     if await ctx.scripts.leave(keys, visitor) == "not_found":
@@ -216,15 +207,13 @@ async def leave(request: Request) -> Response:
 
 async def sale_info(request: Request) -> Response:
     ctx = _ctx(request)
-    keys = _product_keys(request)
-    info = await ctx.scripts.info(keys)
-    if not info:
-        raise errors.NotFound("no such product")
+    keys = path_sale_keys(request)
+    info = await existing_sale_info(ctx.scripts, keys)
     return JSONResponse(sale_info_view(keys.product_id, info))
 
 
 async def waiting_room(request: Request) -> Response:
-    keys = _product_keys(request)
+    keys = path_sale_keys(request)
     if not await _ctx(request).redis.exists(keys.sale):
         raise errors.NotFound("no such product")
     return HTMLResponse(waiting_room_html(keys.product_id))

@@ -22,7 +22,7 @@ from infra.constants import (
 )
 from infra.metrics import Metrics
 from infra.scripts import SaleScripts
-from queue_server.status import draw
+from infra.shuffle import draw
 from token_gate.codec import TokenCodec
 
 log = logging.getLogger("flashsale.scheduler")

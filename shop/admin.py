@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infra import errors
-from infra.constants import PRODUCT_ID_RE, SaleKeys, sale_keys
+from infra.constants import SaleKeys
 from infra.http import JSONResponse, read_json_object
-from infra.sale import product_view, sale_info_view
+from infra.sale import existing_sale_info, path_sale_keys, product_view, sale_info_view
 from shop import catalog, dlq, order_store, sales
 from shop.context import ShopContext, shop_context
 
@@ -25,17 +25,8 @@ def _require_admin(request: Request) -> ShopContext:
     return ctx
 
 
-def _sale_keys(request: Request) -> SaleKeys:
-    product_id = request.path_params["product_id"]
-    if not PRODUCT_ID_RE.fullmatch(product_id):
-        raise errors.NotFound("no such product")
-    return sale_keys(product_id)
-
-
 async def _admin_view(ctx: ShopContext, keys: SaleKeys) -> dict[str, Any]:
-    info = await ctx.scripts.info(keys)
-    if not info:
-        raise errors.NotFound("no such product")
+    info = await existing_sale_info(ctx.scripts, keys)
     stored = await ctx.redis.hgetall(keys.sale)
     return {**product_view(keys.product_id, info), **catalog.config_view(stored)}
 
@@ -48,7 +39,7 @@ async def create_product(request: Request) -> Response:
 
 async def update_product(request: Request) -> Response:
     ctx = _require_admin(request)
-    keys = _sale_keys(request)
+    keys = path_sale_keys(request)
     await sales.update_sale(ctx.redis, ctx.scripts, keys, await read_json_object(request))
     return JSONResponse(await _admin_view(ctx, keys))
 
@@ -63,18 +54,16 @@ async def resume(request: Request) -> Response:
 
 async def _set_paused(request: Request, paused: str) -> Response:
     ctx = _require_admin(request)
-    keys = _sale_keys(request)
+    keys = path_sale_keys(request)
     await sales.apply(ctx.scripts, keys, {"paused": paused})
-    info = await ctx.scripts.info(keys)
+    info = await existing_sale_info(ctx.scripts, keys)
     return JSONResponse(sale_info_view(keys.product_id, info))
 
 
 async def stats(request: Request) -> Response:
     ctx = _require_admin(request)
-    keys = _sale_keys(request)
-    info = await ctx.scripts.info(keys)
-    if not info:
-        raise errors.NotFound("no such product")
+    keys = path_sale_keys(request)
+    info = await existing_sale_info(ctx.scripts, keys)
     pending = await ctx.redis.zcard(keys.pending)
     async with ctx.engine.connect() as conn:
         counts = await order_store.count_by_status(conn, keys.product_id)

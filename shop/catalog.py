@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from infra import shuffle
 from infra.constants import PRODUCT_ID_RE, QUEUE_MODE_SHUFFLE, QUEUE_MODES
 from infra.errors import InvalidRequest
 from infra.sale import iso_utc
@@ -158,10 +157,10 @@ def new_sale(body: dict[str, Any]) -> tuple[str, dict[str, str]]:
     product_id = FIELDS["id"][1]("id", body["id"])
     fields = _to_stored({**DEFAULTS, **body})
     _check_window(fields)
-    seed = secrets.token_hex(32)  # secret until the draw at the start
+    seed = shuffle.new_seed()
     fields.update(
         seed=seed,
-        commitment=hashlib.sha256(bytes.fromhex(seed)).hexdigest(),
+        commitment=shuffle.commitment(seed),
         opened="0",
         paused="0",
         cancelled="0",

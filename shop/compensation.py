@@ -26,6 +26,8 @@ class Compensation:
 
     async def give_back(self, cancelled: Sequence[tuple[str, str]]) -> None:
         """`cancelled`: (order_id, product_id) pairs whose cancellation has committed."""
+        if not cancelled:
+            return
         for order_id, product_id in cancelled:
             if await self.reservations.give_back(SaleKeys(product_id), order_id) == "missing":
                 # The sale's Redis data is gone (deleted sale): there is no stock to return to.

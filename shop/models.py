@@ -19,8 +19,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
-ORDER_STATUSES = ("placed", "paid", "cancelled")
-
 orders = Table(
     "orders",
     metadata,

@@ -20,12 +20,11 @@ from infra.constants import (
     HEADER_PRODUCT_ID,
     HEADER_REQUEST_ID,
     HEADER_VISITOR_ID,
-    PRODUCT_ID_RE,
     TOPIC_ORDER_PLACED,
     SaleKeys,
-    sale_keys,
 )
 from infra.http import JSONResponse, read_json_object
+from infra.sale import path_sale_keys
 from shop import order_store
 from shop.context import ShopContext, shop_context
 
@@ -40,15 +39,13 @@ MAX_QUANTITY = 1_000_000
 
 def _caller(request: Request) -> tuple[ShopContext, SaleKeys, str]:
     ctx = shop_context(request)
-    product_id = request.path_params["product_id"]
-    if not PRODUCT_ID_RE.fullmatch(product_id):
-        raise errors.NotFound("no such product")
+    keys = path_sale_keys(request)
     visitor = request.headers.get(HEADER_VISITOR_ID, "")
     if not visitor:
         raise errors.TokenMissing("orders need an access token, checked by the gate")
-    if request.headers.get(HEADER_PRODUCT_ID) != product_id:
+    if request.headers.get(HEADER_PRODUCT_ID) != keys.product_id:
         raise errors.TokenWrongProduct("the access token is for another product")
-    return ctx, sale_keys(product_id), visitor
+    return ctx, keys, visitor
 
 
 def _order_id(request: Request) -> str:

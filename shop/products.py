@@ -7,10 +7,9 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from infra import errors
-from infra.constants import PRODUCT_ID_RE, SALES_KEY, SaleKeys
+from infra.constants import SALES_KEY, SaleKeys
 from infra.http import JSONResponse
-from infra.sale import product_view
+from infra.sale import existing_sale_info, path_sale_keys, product_view
 from shop.context import shop_context
 
 MAX_LISTED = 1000
@@ -27,10 +26,6 @@ async def list_products(request: Request) -> Response:
 
 async def get_product(request: Request) -> Response:
     ctx = shop_context(request)
-    product_id = request.path_params["product_id"]
-    if not PRODUCT_ID_RE.fullmatch(product_id):
-        raise errors.NotFound("no such product")
-    info = await ctx.scripts.info(SaleKeys(product_id))
-    if not info:
-        raise errors.NotFound("no such product")
-    return JSONResponse(product_view(product_id, info))
+    keys = path_sale_keys(request)
+    info = await existing_sale_info(ctx.scripts, keys)
+    return JSONResponse(product_view(keys.product_id, info))

@@ -52,11 +52,12 @@ class Reconciler:
             async with self.engine.connect() as conn:
                 present = await order_store.existing_ids(conn, overdue)
             await self.reservations.stored(keys, sorted(present))
-            for order_id in overdue:
-                if order_id in present:
-                    continue
-                raw = await self.redis.hget(keys.orders, order_id)
-                if raw is None:
+            missing = [order_id for order_id in overdue if order_id not in present]
+            if not missing:
+                continue
+            records = await self.redis.hmget(keys.orders, missing)  # one round trip
+            for order_id, raw in zip(missing, records, strict=True):
+                if raw is None:  # rolled back meanwhile: nothing left to publish
                     await self.redis.zrem(keys.pending, order_id)
                     continue
                 await self.producer.publish(TOPIC_ORDER_PLACED, product_id, raw.encode())

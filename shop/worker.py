@@ -73,12 +73,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     tasks = [asyncio.create_task(every(*job)) for job in jobs]
     tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
     log.info("order worker running")
+    stopped = asyncio.create_task(stop.wait())
     try:
-        stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
         for task in done - {stopped}:
             task.result()  # a crashed consumer ends the process: the supervisor restarts it
     finally:
+        stopped.cancel()
         for task in tasks:
             task.cancel()
         _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)

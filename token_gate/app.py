@@ -27,7 +27,6 @@ from infra.constants import (
     HEADER_PRODUCT_ID,
     HEADER_TOKEN_ID,
     HEADER_VISITOR_ID,
-    PRODUCT_ID_RE,
     UPSTREAM_CONNECT_TIMEOUT_S,
     UPSTREAM_HEALTH_TIMEOUT_S,
     UPSTREAM_READ_TIMEOUT_S,
@@ -36,6 +35,7 @@ from infra.constants import (
 from infra.http import JSONResponse, build_app, read_body, retry_after_s
 from infra.metrics import Labels, Metrics
 from infra.redis import create_redis
+from infra.sale import path_sale_keys
 from infra.scripts import SaleScripts
 from infra.settings import Settings
 from token_gate.breaker import STATES, BreakerOpen, CircuitBreaker
@@ -176,9 +176,7 @@ def create_app(
         return await forward(request, {})
 
     async def orders(request: Request) -> Response:
-        product_id = request.path_params["product_id"]
-        if not PRODUCT_ID_RE.fullmatch(product_id):
-            raise errors.NotFound("no such product")
+        product_id = path_sale_keys(request).product_id
         token = _access_token(request, codec, product_id)
         metrics.inc("tokens_accepted_total")
         limiter: VisitorLimiter = request.app.state.limiter

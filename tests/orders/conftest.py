@@ -87,6 +87,17 @@ def identity(settings: Settings, product_id: str, visitor: str) -> dict[str, str
     }
 
 
+async def place_order(
+    shop: httpx.AsyncClient, settings: Settings, pid: str, visitor: str, **headers: str
+) -> httpx.Response:
+    """One unit for `visitor`, as the gate would forward it."""
+    return await shop.post(
+        f"/products/{pid}/orders",
+        json={"quantity": 1},
+        headers={**identity(settings, pid, visitor), **headers},
+    )
+
+
 async def eventually(
     check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, what: str = "condition"
 ) -> None:

@@ -17,7 +17,7 @@ from infra.constants import DEV_ADMIN_KEY, TOPIC_ORDER_CANCELLED, TOPIC_ORDER_PA
 from infra.settings import Settings
 from infra.stack import EmbeddedStack
 from shop.app import create_app
-from tests.orders.conftest import Worker, identity, stock_left, stored_count
+from tests.orders.conftest import Worker, identity, place_order, stock_left, stored_count
 from tests.support import new_sale, running
 
 
@@ -49,12 +49,8 @@ async def test_paid_and_cancelled_orders_are_published_from_the_outbox(
     keys = await new_sale(redis, stock=5)
     pid = keys.product_id
     paid_by, cancelled_by = identity(settings, pid, "pia"), identity(settings, pid, "carl")
-    to_pay = (
-        await shop.post(f"/products/{pid}/orders", json={"quantity": 1}, headers=paid_by)
-    ).json()
-    to_cancel = (
-        await shop.post(f"/products/{pid}/orders", json={"quantity": 1}, headers=cancelled_by)
-    ).json()
+    to_pay = (await place_order(shop, settings, pid, "pia")).json()
+    to_cancel = (await place_order(shop, settings, pid, "carl")).json()
     paid = await shop.post(
         f"/products/{pid}/orders/{to_pay['order_id']}/pay",
         json={"card": "4242424242424242"},

@@ -20,20 +20,17 @@ from infra.settings import Settings
 from infra.stack import EmbeddedStack
 from shop.app import create_app
 from shop.migrate import upgrade
-from tests.orders.conftest import Worker, eventually, identity, stock_left, stored_count
+from tests.orders.conftest import (
+    Worker,
+    eventually,
+    identity,
+    place_order,
+    stock_left,
+    stored_count,
+)
 from tests.support import new_sale, running
 
 ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
-
-
-async def order(
-    shop: httpx.AsyncClient, settings: Settings, pid: str, visitor: str, **headers: str
-) -> httpx.Response:
-    return await shop.post(
-        f"/products/{pid}/orders",
-        json={"quantity": 1},
-        headers={**identity(settings, pid, visitor), **headers},
-    )
 
 
 async def test_200_buyers_race_for_the_last_10_units(
@@ -45,7 +42,7 @@ async def test_200_buyers_race_for_the_last_10_units(
 ) -> None:
     keys = await new_sale(redis, stock=10)
     pid = keys.product_id
-    replies = await asyncio.gather(*(order(shop, settings, pid, f"b{i}") for i in range(200)))
+    replies = await asyncio.gather(*(place_order(shop, settings, pid, f"b{i}") for i in range(200)))
     statuses = [r.status_code for r in replies]
     assert statuses.count(202) == 10
     assert statuses.count(409) == 190
@@ -70,14 +67,17 @@ async def test_the_same_idempotency_key_retried_concurrently_gives_one_order(
     keys = await new_sale(redis, stock=5, per_user_limit=3)
     pid = keys.product_id
     replies = await asyncio.gather(
-        *(order(shop, settings, pid, "carol", **{"Idempotency-Key": "k-1"}) for _ in range(25))
+        *(
+            place_order(shop, settings, pid, "carol", **{"Idempotency-Key": "k-1"})
+            for _ in range(25)
+        )
     )
     assert {r.status_code for r in replies} == {202}
     assert len({r.json()["order_id"] for r in replies}) == 1
     assert await stock_left(redis, keys) == 4
     # another key is another order; the same key from another visitor is not carol's order
-    other = await order(shop, settings, pid, "carol", **{"Idempotency-Key": "k-2"})
-    dave = await order(shop, settings, pid, "dave", **{"Idempotency-Key": "k-1"})
+    other = await place_order(shop, settings, pid, "carol", **{"Idempotency-Key": "k-2"})
+    dave = await place_order(shop, settings, pid, "dave", **{"Idempotency-Key": "k-1"})
     ids = {replies[0].json()["order_id"], other.json()["order_id"], dave.json()["order_id"]}
     assert len(ids) == 3
     await eventually(lambda: _stored_is(engine, pid, 3), what="3 orders stored")
@@ -91,7 +91,7 @@ async def test_a_killed_worker_loses_and_duplicates_nothing(
     accepted = []
     for start in range(0, 1000, 50):
         replies = await asyncio.gather(
-            *(order(shop, settings, pid, f"k{i}") for i in range(start, start + 50))
+            *(place_order(shop, settings, pid, f"k{i}") for i in range(start, start + 50))
         )
         accepted += [r.json()["order_id"] for r in replies if r.status_code == 202]
     assert len(accepted) == 1000
@@ -131,7 +131,7 @@ async def test_a_broker_restart_loses_no_order(
             app = create_app(local)
             async with running(app) as shop:
                 await app.state.ctx.producer.wait_connected(30)
-                replies = [await order(shop, local, pid, f"r{i}") for i in range(20)]
+                replies = [await place_order(shop, local, pid, f"r{i}") for i in range(20)]
                 assert all(r.status_code == 202 for r in replies)
                 tansu = broker.supervisor.child("tansu")
                 pid_before = tansu.pid
@@ -162,7 +162,7 @@ async def test_an_expired_hold_returns_the_stock_and_admission_resumes(
 ) -> None:
     keys = await new_sale(redis, stock=1, overbook=1.0)
     pid = keys.product_id
-    placed = (await order(shop, settings, pid, "erin")).json()
+    placed = (await place_order(shop, settings, pid, "erin")).json()
     assert await stock_left(redis, keys) == 0
     assert (await shop.get(f"/products/{pid}", headers=identity(settings, pid, "x"))).json()[
         "state"
@@ -209,7 +209,7 @@ async def test_a_poison_message_reaches_the_dlq_and_replays(
         await conn.execute(text(_REJECT_FN.format(pid=pid)))
         await conn.execute(text(_REJECT_TRIGGER))
     try:
-        accepted = await order(shop, settings, pid, "frank")
+        accepted = await place_order(shop, settings, pid, "frank")
         assert accepted.status_code == 202
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
         await producer.start()
@@ -267,13 +267,13 @@ async def test_the_worker_waits_out_a_database_outage(
             await worker.start()
             engine = create_async_engine(db.database_url, pool_pre_ping=True)
             try:
-                first = [await order(shop, settings, pid, f"d{i}") for i in range(10)]
+                first = [await place_order(shop, settings, pid, f"d{i}") for i in range(10)]
                 await eventually(lambda: _stored_is(engine, pid, 10), what="first orders")
                 before = postgres.pid
                 assert before is not None
                 os.kill(before, signal.SIGKILL)
                 # Accepted while the database is down: they wait in Kafka and Redis.
-                second = [await order(shop, settings, pid, f"e{i}") for i in range(10)]
+                second = [await place_order(shop, settings, pid, f"e{i}") for i in range(10)]
                 assert all(r.status_code == 202 for r in first + second)
 
                 async def all_stored() -> bool:

@@ -12,7 +12,7 @@ from scipy.stats import chisquare
 
 from infra.constants import DEV_SECRET_KEY
 from infra.scripts import SaleScripts
-from queue_server.status import draw
+from infra.shuffle import draw
 from scheduler.admission import Admissions
 from tests.support import new_sale, open_sale
 from token_gate.codec import TokenCodec

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from infra.constants import SaleKeys
 from infra.scripts import SaleScripts
-from scheduler.admission import Admissions
+from scheduler.admission import Admissions, TickResult
 from tests.support import new_sale
 
 PROPERTY_SETTINGS = settings(
@@ -82,7 +82,15 @@ async def test_positions_stay_exact_and_contiguous(
 ) -> None:
     keys = await new_sale(redis, stock=10**6, batch_size=1)
     model = Model()
-    tick = 0
+    ticks = 0
+
+    async def tick(batch: int) -> TickResult:
+        """The next admission tick, admitting at most `batch` (0: only its sweeps)."""
+        nonlocal ticks
+        ticks += 1
+        await redis.hset(keys.sale, "batch_size", batch)
+        return await admissions.tick(keys.product_id, ticks, interval_ms=0)
+
     for op, arg in steps:
         if op == "join":
             v = f"v{len(model.visitors)}"
@@ -104,23 +112,17 @@ async def test_positions_stay_exact_and_contiguous(
             model.admitted.discard(v)
             model.gone[v] = "left"
         elif op == "abandon" and v in model.line:
-            await redis.zadd(keys.seen, {v: 1})
-            tick += 1
-            await redis.hset(keys.sale, "batch_size", 0)
-            await admissions.tick(keys.product_id, tick, interval_ms=0)
+            await redis.zadd(keys.seen, {v: 1})  # its page stopped asking long ago
+            await tick(0)
             model.line.remove(v)
             model.gone[v] = "lost"
         elif op == "expire" and v in model.admitted:
-            await redis.zadd(keys.admitted, {v: 1})
-            tick += 1
-            await redis.hset(keys.sale, "batch_size", 0)
-            await admissions.tick(keys.product_id, tick, interval_ms=0)
+            await redis.zadd(keys.admitted, {v: 1})  # its token ran out unused
+            await tick(0)
             model.admitted.discard(v)
             model.gone[v] = "expired"
         elif op == "admit":
-            tick += 1
-            await redis.hset(keys.sale, "batch_size", arg)
-            result = await admissions.tick(keys.product_id, tick, interval_ms=0)
+            result = await tick(arg)
             expected, model.line = model.line[:arg], model.line[arg:]
             assert list(result.admitted) == expected  # FIFO: the head, in order
             model.admitted.update(expected)
