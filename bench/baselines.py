@@ -4,7 +4,7 @@
     python -m bench.baselines naive   # Starlette awaiting ZADD then ZRANK (ANCHORS.md)
 
 Both take their settings from the environment like every flashsale process and listen on
-``FLASHSALE_QUEUE_PORT`` through :func:`infra.serve.serve`, so uvicorn's loop, HTTP parser and
+``FLASHSALE_QUEUE_PORT`` through :func:`infra.web.serve.serve`, so uvicorn's loop, HTTP parser and
 limits are the very ones the queue server gets: the ratios measure our code, not a setting.
 """
 
@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from infra.serve import serve
 from infra.settings import Settings
+from infra.web.serve import serve
 
 # The naive line lives outside every sale's keys; the bench fills it as long as ours.
 NAIVE_LINE_KEY = "bench:naive:line"

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.plot import bar_chart
 from infra.constants import TOPIC_ORDER_PLACED
 from infra.settings import Settings
-from infra.stack import EmbeddedStack
+from infra.stack.embedded import EmbeddedStack
 from shop import order_store
 from shop.migrate import upgrade
 

@@ -3,7 +3,7 @@
     python -m bench.queue_throughput          # or: make bench
 
 Targets, one at a time, each a subprocess with the same uvicorn settings and one worker
-(:func:`infra.serve.serve`):
+(:func:`infra.web.serve.serve`):
 
 - ``bare``: a Starlette hello-world, the ceiling of Python + uvicorn here;
 - ``naive``: Starlette awaiting ZADD then ZRANK with redis-py (ANCHORS.md's baseline);
@@ -39,11 +39,12 @@ from redis.asyncio import Redis
 from bench.baselines import NAIVE_LINE_KEY
 from bench.loadgen import Load, Measurement, measure, wrk_path
 from bench.plot import bar_chart
-from infra.constants import SALES_KEY, SaleKeys
-from infra.metrics import Metrics
-from infra.scripts import SaleScripts
+from infra.constants import SALES_KEY
+from infra.sale.keys import SaleKeys
+from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
-from infra.stack import EmbeddedStack, free_port
+from infra.stack.embedded import EmbeddedStack, free_port
+from infra.web.metrics import Metrics
 from scheduler.admission import Admissions
 from shop.sales import create_sale
 from token_gate.codec import TokenCodec, new_visitor_id

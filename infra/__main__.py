@@ -1,5 +1,5 @@
 """`python -m infra`: the same CLI as the `flashsale` console script."""
 
-from infra.cli import main
+from infra.stack.cli import main
 
 main()

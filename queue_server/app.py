@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from infra import errors
-from infra.http import ClientAddress, JSONResponse, build_app
-from infra.metrics import Metrics
 from infra.redis import create_redis
-from infra.scripts import SaleScripts
+from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
+from infra.web import errors
+from infra.web.app import ClientAddress, JSONResponse, build_app
+from infra.web.metrics import Metrics
 from queue_server import views
 from token_gate.codec import TokenCodec
 

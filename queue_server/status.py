@@ -12,8 +12,8 @@ from infra.constants import (
     POLL_MAX_MS,
     POLL_MIN_MS,
 )
-from infra.sale import iso_utc
-from infra.shuffle import draw
+from infra.sale.shuffle import draw
+from infra.sale.views import iso_utc
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,17 +10,14 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from infra import errors
-from infra.constants import (
-    ACCESS_COOKIE,
-    TICKET_COOKIE_PREFIX,
-    SaleKeys,
-)
-from infra.http import ClientAddress, JSONResponse, retry_after_s
-from infra.metrics import Metrics
-from infra.sale import existing_sale_info, path_sale_keys, sale_info_view
-from infra.scripts import SaleScripts
+from infra.constants import ACCESS_COOKIE, TICKET_COOKIE_PREFIX
+from infra.sale.keys import SaleKeys
+from infra.sale.scripts import SaleScripts
+from infra.sale.views import existing_sale_info, path_sale_keys, sale_info_view
 from infra.settings import Settings
+from infra.web import errors
+from infra.web.app import ClientAddress, JSONResponse, retry_after_s
+from infra.web.metrics import Metrics
 from queue_server.page import waiting_room_html
 from queue_server.status import Reply, status_body
 from token_gate.codec import TokenCodec, TokenError, new_visitor_id

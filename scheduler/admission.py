@@ -17,12 +17,11 @@ from infra.constants import (
     RATE_WINDOW_MS,
     SWEEP_LIMIT,
     TICK_CLAIM_TTL_MS,
-    SaleKeys,
-    sale_keys,
 )
-from infra.metrics import Metrics
-from infra.scripts import SaleScripts
-from infra.shuffle import draw
+from infra.sale.keys import SaleKeys, sale_keys
+from infra.sale.scripts import SaleScripts
+from infra.sale.shuffle import draw
+from infra.web.metrics import Metrics
 from token_gate.codec import TokenCodec
 
 log = logging.getLogger("flashsale.scheduler")

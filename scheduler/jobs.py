@@ -17,8 +17,9 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from redis.asyncio import Redis
 
-from infra.constants import SALE_SYNC_INTERVAL_S, SALES_KEY, SaleKeys
+from infra.constants import SALE_SYNC_INTERVAL_S, SALES_KEY
 from infra.resource import Resource
+from infra.sale.keys import SaleKeys
 from scheduler.admission import Admissions
 
 log = logging.getLogger("flashsale.scheduler")

@@ -1,5 +1,5 @@
 """`python -m shop`: how production runs the shop."""
 
-from infra.serve import main_for
+from infra.web.serve import main_for
 
 main_for("shop.app", "shop_port")

@@ -8,10 +8,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from infra import errors
-from infra.constants import SaleKeys
-from infra.http import JSONResponse, read_json_object
-from infra.sale import existing_sale_info, path_sale_keys, product_view, sale_info_view
+from infra.sale.keys import SaleKeys
+from infra.sale.views import existing_sale_info, path_sale_keys, product_view, sale_info_view
+from infra.web import errors
+from infra.web.app import JSONResponse, read_json_object
 from shop import catalog, dlq, order_store, sales
 from shop.context import ShopContext, shop_context
 

@@ -15,13 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from infra import errors
 from infra.constants import HEADER_GATE_SECRET
-from infra.http import JSONResponse, build_app, error_response
-from infra.metrics import Metrics
 from infra.redis import create_redis
-from infra.scripts import SaleScripts
+from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
+from infra.web import errors
+from infra.web.app import JSONResponse, build_app
+from infra.web.errors import error_response
+from infra.web.metrics import Metrics
 from shop import admin, orders, products
 from shop.compensation import Compensation
 from shop.context import ShopContext, shop_context

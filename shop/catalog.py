@@ -8,10 +8,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from infra import shuffle
 from infra.constants import PRODUCT_ID_RE, QUEUE_MODE_SHUFFLE, QUEUE_MODES
-from infra.errors import InvalidRequest
-from infra.sale import iso_utc
+from infra.sale import shuffle
+from infra.sale.views import iso_utc
+from infra.web.errors import InvalidRequest
 
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 MAX_NAME_CHARS = 200

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.constants import SaleKeys
+from infra.sale.keys import SaleKeys
 from shop import order_store
 from shop.reservations import Reservations
 

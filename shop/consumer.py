@@ -19,8 +19,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.constants import TOPIC_ORDER_DLQ, TOPIC_ORDER_PLACED, SaleKeys
-from infra.metrics import Metrics
+from infra.constants import TOPIC_ORDER_DLQ, TOPIC_ORDER_PLACED
+from infra.sale.keys import SaleKeys
+from infra.web.metrics import Metrics
 from shop import dlq, order_store
 from shop.producer import EventProducer
 from shop.reservations import Reservations

@@ -8,9 +8,9 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
-from infra.metrics import Metrics
-from infra.scripts import SaleScripts
+from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
+from infra.web.metrics import Metrics
 from shop.compensation import Compensation
 from shop.producer import EventProducer
 from shop.reservations import Reservations

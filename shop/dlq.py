@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from infra.sale import iso_utc
+from infra.sale.views import iso_utc
 from shop.models import dead_letters
 from shop.producer import EventProducer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.metrics import Metrics
+from infra.web.metrics import Metrics
 from shop import order_store
 from shop.compensation import Compensation
 

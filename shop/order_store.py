@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infra.constants import TOPIC_ORDER_CANCELLED, TOPIC_ORDER_PAID
-from infra.sale import iso_utc
+from infra.sale.views import iso_utc
 from shop.models import orders, outbox
 
 RECORD_FIELDS = (

@@ -15,16 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
-from infra import errors
 from infra.constants import (
     HEADER_PRODUCT_ID,
     HEADER_REQUEST_ID,
     HEADER_VISITOR_ID,
     TOPIC_ORDER_PLACED,
-    SaleKeys,
 )
-from infra.http import JSONResponse, read_json_object
-from infra.sale import path_sale_keys
+from infra.sale.keys import SaleKeys
+from infra.sale.views import path_sale_keys
+from infra.web import errors
+from infra.web.app import JSONResponse, read_json_object
 from shop import order_store
 from shop.context import ShopContext, shop_context
 

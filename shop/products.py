@@ -7,9 +7,10 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from infra.constants import SALES_KEY, SaleKeys
-from infra.http import JSONResponse
-from infra.sale import existing_sale_info, path_sale_keys, product_view
+from infra.constants import SALES_KEY
+from infra.sale.keys import SaleKeys
+from infra.sale.views import existing_sale_info, path_sale_keys, product_view
+from infra.web.app import JSONResponse
 from shop.context import shop_context
 
 MAX_LISTED = 1000

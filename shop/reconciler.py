@@ -13,8 +13,9 @@ import time
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.constants import SALES_KEY, TOPIC_ORDER_PLACED, SaleKeys
-from infra.metrics import Metrics
+from infra.constants import SALES_KEY, TOPIC_ORDER_PLACED
+from infra.sale.keys import SaleKeys
+from infra.web.metrics import Metrics
 from shop import order_store
 from shop.producer import EventProducer
 from shop.reservations import Reservations

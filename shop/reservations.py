@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from infra.constants import SaleKeys
-from infra.scripts import SaleScripts
+from infra.sale.keys import SaleKeys
+from infra.sale.scripts import SaleScripts
 
 
 class Reservations:

@@ -6,9 +6,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from infra import errors
-from infra.constants import SALES_KEY, SaleKeys
-from infra.scripts import SaleScripts
+from infra.constants import SALES_KEY
+from infra.sale.keys import SaleKeys
+from infra.sale.scripts import SaleScripts
+from infra.web import errors
 from shop import catalog
 
 

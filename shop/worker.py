@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from infra.metrics import Metrics
 from infra.redis import create_redis
-from infra.scripts import SaleScripts
-from infra.serve import settings_at_edge
+from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
+from infra.web.metrics import Metrics
+from infra.web.serve import settings_at_edge
 from shop.compensation import Compensation
 from shop.consumer import OrderConsumer
 from shop.holds import HoldExpirer

@@ -28,7 +28,7 @@ import pytest
 from redis.asyncio import Redis
 
 from infra.settings import Settings
-from infra.stack import EmbeddedStack
+from infra.stack.embedded import EmbeddedStack
 
 T = TypeVar("T")
 

@@ -12,9 +12,9 @@ import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from infra.constants import SaleKeys
-from infra.metrics import Metrics
-from infra.scripts import SaleScripts
+from infra.sale.keys import SaleKeys
+from infra.sale.scripts import SaleScripts
+from infra.web.metrics import Metrics
 from scheduler.admission import Admissions
 from shop.sales import create_sale
 from token_gate.codec import TokenCodec

@@ -1,5 +1,5 @@
 """`python -m token_gate`: how production runs the gate."""
 
-from infra.serve import main_for
+from infra.web.serve import main_for
 
 main_for("token_gate.app", "gate_port")

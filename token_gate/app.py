@@ -20,7 +20,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from infra import errors
 from infra.constants import (
     ACCESS_COOKIE,
     HEADER_GATE_SECRET,
@@ -32,12 +31,13 @@ from infra.constants import (
     UPSTREAM_READ_TIMEOUT_S,
     UPSTREAM_RETRY_AFTER_S,
 )
-from infra.http import JSONResponse, build_app, read_body, retry_after_s
-from infra.metrics import Labels, Metrics
 from infra.redis import create_redis
-from infra.sale import path_sale_keys
-from infra.scripts import SaleScripts
+from infra.sale.scripts import SaleScripts
+from infra.sale.views import path_sale_keys
 from infra.settings import Settings
+from infra.web import errors
+from infra.web.app import JSONResponse, build_app, read_body, retry_after_s
+from infra.web.metrics import Labels, Metrics
 from token_gate.breaker import STATES, BreakerOpen, CircuitBreaker
 from token_gate.codec import AccessToken, TokenCodec, TokenExpired, TokenInvalid
 from token_gate.proxy import build_response, upstream_headers

@@ -1,4 +1,4 @@
-"""The gate's per-visitor limit: a token bucket in Redis (infra/lua/ratelimit.lua).
+"""The gate's per-visitor limit: a token bucket in Redis (infra/sale/lua/ratelimit.lua).
 
 Keyed by the verified token's product and visitor (``SaleKeys.visitor_rate``), so the bucket
 lives on the sale's hash tag and a visitor's requests on one sale never slow another sale.
@@ -13,14 +13,10 @@ from dataclasses import dataclass
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from infra.constants import (
-    HEADER_RATELIMIT_LIMIT,
-    HEADER_RATELIMIT_REMAINING,
-    VISITOR_BURST_FACTOR,
-    sale_keys,
-)
-from infra.http import retry_after_s
-from infra.scripts import SaleScripts
+from infra.constants import HEADER_RATELIMIT_LIMIT, HEADER_RATELIMIT_REMAINING, VISITOR_BURST_FACTOR
+from infra.sale.keys import sale_keys
+from infra.sale.scripts import SaleScripts
+from infra.web.app import retry_after_s
 
 log = logging.getLogger("flashsale.gate")
 

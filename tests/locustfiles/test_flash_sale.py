@@ -22,7 +22,7 @@ import pytest
 from redis.asyncio import Redis
 
 from infra.settings import Settings
-from infra.stack import free_port
+from infra.stack.embedded import free_port
 from tests.support import new_sale
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from infra.constants import HEADER_GATE_SECRET, HEADER_PRODUCT_ID, HEADER_VISITOR_ID, SaleKeys
+from infra.constants import HEADER_GATE_SECRET, HEADER_PRODUCT_ID, HEADER_VISITOR_ID
+from infra.sale.keys import SaleKeys
 from infra.settings import Settings
 from shop.app import create_app
 from tests.support import running

@@ -6,7 +6,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from infra.constants import HEADER_GATE_SECRET, SaleKeys
+from infra.constants import HEADER_GATE_SECRET
+from infra.sale.keys import SaleKeys
 from infra.settings import Settings
 from tests.orders.conftest import identity, stock_left
 from tests.support import new_sale

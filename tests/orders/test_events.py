@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.constants import DEV_ADMIN_KEY, TOPIC_ORDER_CANCELLED, TOPIC_ORDER_PAID
 from infra.settings import Settings
-from infra.stack import EmbeddedStack
+from infra.stack.embedded import EmbeddedStack
 from shop.app import create_app
 from tests.orders.conftest import Worker, identity, place_order, stock_left, stored_count
 from tests.support import new_sale, running

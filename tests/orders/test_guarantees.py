@@ -15,9 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from infra.constants import DEV_ADMIN_KEY, TOPIC_ORDER_PLACED, SaleKeys
+from infra.constants import DEV_ADMIN_KEY, TOPIC_ORDER_PLACED
+from infra.sale.keys import SaleKeys
 from infra.settings import Settings
-from infra.stack import EmbeddedStack
+from infra.stack.embedded import EmbeddedStack
 from shop.app import create_app
 from shop.migrate import upgrade
 from tests.orders.conftest import (

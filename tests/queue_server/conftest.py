@@ -6,9 +6,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from infra.metrics import Metrics
-from infra.scripts import SaleScripts
+from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
+from infra.web.metrics import Metrics
 from queue_server.app import create_app
 from scheduler.admission import Admissions
 from tests.support import running

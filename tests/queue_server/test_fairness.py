@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from scipy.stats import chisquare
 
 from infra.constants import DEV_SECRET_KEY
-from infra.scripts import SaleScripts
-from infra.shuffle import draw
+from infra.sale.scripts import SaleScripts
+from infra.sale.shuffle import draw
 from scheduler.admission import Admissions
 from tests.support import new_sale, open_sale
 from token_gate.codec import TokenCodec

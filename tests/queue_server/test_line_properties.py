@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from infra.constants import SaleKeys
-from infra.scripts import SaleScripts
+from infra.sale.keys import SaleKeys
+from infra.sale.scripts import SaleScripts
 from scheduler.admission import Admissions, TickResult
 from tests.support import new_sale
 

@@ -7,8 +7,8 @@ import math
 import httpx
 from redis.asyncio import Redis
 
-from infra.constants import SaleKeys
-from infra.scripts import SaleScripts
+from infra.sale.keys import SaleKeys
+from infra.sale.scripts import SaleScripts
 from queue_server.app import create_app
 from shop.sales import apply
 from tests.support import iso_in, new_sale, running

@@ -9,8 +9,8 @@ from collections import Counter
 from redis.asyncio import Redis
 
 from infra.constants import DEV_SECRET_KEY
-from infra.metrics import Metrics
-from infra.scripts import SaleScripts
+from infra.sale.scripts import SaleScripts
+from infra.web.metrics import Metrics
 from scheduler.admission import Admissions
 from scheduler.jobs import SaleJobs
 from shop.sales import apply, update_sale

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 from redis.asyncio import Redis
 
-from infra.constants import DEV_ADMIN_KEY, SALES_KEY, SaleKeys
+from infra.constants import DEV_ADMIN_KEY, SALES_KEY
+from infra.sale.keys import SaleKeys
 
 ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
 PRODUCT_KEYS = {

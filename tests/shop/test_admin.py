@@ -9,7 +9,8 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from infra.constants import SALES_KEY, SaleKeys
+from infra.constants import SALES_KEY
+from infra.sale.keys import SaleKeys
 from shop.catalog import DEFAULTS, REQUIRED
 from tests.shop.conftest import CreateProduct
 from tests.shop.helpers import (

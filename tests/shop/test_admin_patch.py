@@ -6,7 +6,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from infra.constants import SaleKeys
+from infra.sale.keys import SaleKeys
 from tests.shop.conftest import CreateProduct
 from tests.shop.helpers import (
     ADMIN,

@@ -8,7 +8,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from infra.constants import HEADER_GATE_SECRET, SALES_KEY, SaleKeys
+from infra.constants import HEADER_GATE_SECRET, SALES_KEY
+from infra.sale.keys import SaleKeys
 from infra.settings import Settings
 from shop.app import create_app
 from tests.shop.conftest import CreateProduct

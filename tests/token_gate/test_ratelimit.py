@@ -10,7 +10,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from infra.constants import SaleKeys
+from infra.sale.keys import SaleKeys
 from infra.settings import Settings
 from tests.shop.helpers import assert_error
 from tests.support import running, unique_id

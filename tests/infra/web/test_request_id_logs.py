@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from infra.http import build_app
-from infra.logs import _JsonFormatter, request_id
-from infra.metrics import Metrics
+from infra.web.app import build_app
+from infra.web.logs import _JsonFormatter, request_id
+from infra.web.metrics import Metrics
 
 
 async def _route(request: Request) -> Response:

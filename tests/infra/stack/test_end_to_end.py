@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY
-from tests.infra.test_up import _eventually, flashsale_up
+from tests.infra.stack.test_up import _eventually, flashsale_up
 from token_gate.codec import TokenCodec
 
 pytestmark = pytest.mark.slow

@@ -23,15 +23,12 @@ from pathlib import Path
 import httpx
 
 from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY
-from infra.logs import setup_logging
 from infra.settings import ConfigError, Settings
-from infra.stack import PostgresServer, TansuServer, ValkeyServer, start_embedded
-from infra.supervisor import ChildSpec, Supervisor
+from infra.stack.embedded import PostgresServer, TansuServer, ValkeyServer, start_embedded
+from infra.stack.supervisor import ChildSpec, Supervisor
+from infra.web.logs import setup_logging
 
 logger = logging.getLogger("flashsale.cli")
-
-Migrate = Callable[[Settings], Awaitable[None]]
-"""Brings the database schema up to date; runs after PostgreSQL answers, before the apps."""
 
 # (module, settings field of its port): the HTTP processes, started in this order.
 APP_MODULES: tuple[tuple[str, str], ...] = (
@@ -42,6 +39,8 @@ APP_MODULES: tuple[tuple[str, str], ...] = (
 )
 # Processes without an HTTP port (the order worker goes here); ready once spawned.
 WORKER_MODULES: tuple[str, ...] = ("shop.worker",)
+# Run to completion after PostgreSQL answers and before the apps start: the schema migrations.
+MIGRATE_MODULE = "shop.migrate"
 
 READY_TIMEOUT_S = 60.0
 DEMO_PRODUCT_ID = "demo-sneaker"
@@ -194,8 +193,30 @@ async def start_infrastructure(
     return settings.replace(**changes)
 
 
+def _child_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **settings.to_env()}
+
+
+async def migrate_database(settings: Settings) -> None:
+    """Bring the schema up to date with `python -m shop.migrate`: a process, like every other
+    service, so that the stack never imports a service package."""
+    argv = [sys.executable, "-m", MIGRATE_MODULE]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=_child_env(settings), stdin=asyncio.subprocess.DEVNULL
+    )
+    try:
+        code = await proc.wait()
+    except asyncio.CancelledError:  # asked to stop while migrating: leave no orphan behind
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    if code != 0:
+        raise RuntimeError(f"{MIGRATE_MODULE} exited with code {code}")
+
+
 async def start_apps(supervisor: Supervisor, settings: Settings) -> None:
-    env = {**os.environ, **settings.to_env()}
+    env = _child_env(settings)
     children = [await supervisor.add(spec) for spec in app_children(settings, env)]
     await asyncio.gather(*(supervisor.wait_ready(c, READY_TIMEOUT_S) for c in children))
 
@@ -232,7 +253,6 @@ async def up(
     settings: Settings,
     *,
     embedded: set[str],
-    migrate: Migrate | None = None,
     demo: bool = False,
     stop: asyncio.Event | None = None,
 ) -> int:
@@ -242,8 +262,7 @@ async def up(
 
         async def start_all() -> Settings:
             final = await start_infrastructure(supervisor, settings, embedded)
-            if migrate is not None:
-                await migrate(final)
+            await migrate_database(final)
             await start_apps(supervisor, final)
             return final
 
@@ -276,13 +295,6 @@ async def up(
         await stopping
         logger.info("stopping")
     return 0
-
-
-async def _migrate(settings: Settings) -> None:
-    # Imported here: the shop's models are not needed to parse flags or print errors.
-    from shop.migrate import upgrade
-
-    await upgrade(settings.database_url)
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -321,9 +333,7 @@ def _run_up(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            return await up(
-                settings, embedded=embedded, migrate=_migrate, demo=args.demo, stop=stop
-            )
+            return await up(settings, embedded=embedded, demo=args.demo, stop=stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from infra.supervisor import ChildNotReady, ChildSpec, Supervisor
+from infra.stack.supervisor import ChildNotReady, ChildSpec, Supervisor
 
 RESTART_MSG = "child exited, restarting"
 
@@ -125,7 +125,7 @@ async def test_wait_ready_gives_up_at_the_deadline() -> None:
 async def test_children_die_with_a_sigkilled_supervisor() -> None:
     script = (
         "import asyncio, sys\n"
-        "from infra.supervisor import ChildSpec, Supervisor\n"
+        "from infra.stack.supervisor import ChildSpec, Supervisor\n"
         "async def main():\n"
         "    sup = Supervisor()\n"
         "    child = await sup.add(ChildSpec('sleeper', [sys.executable, '-c', "

@@ -6,8 +6,9 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from infra.constants import PRODUCT_ID_RE, SaleKeys
-from infra.scripts import SaleScripts
+from infra.constants import PRODUCT_ID_RE
+from infra.sale.keys import SaleKeys
+from infra.sale.scripts import SaleScripts
 from tests.support import unique_id
 
 

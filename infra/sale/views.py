@@ -7,9 +7,10 @@ from typing import Any
 
 from starlette.requests import Request
 
-from infra.constants import PRODUCT_ID_RE, QUEUE_MODE_FIFO, SaleKeys, sale_keys
-from infra.errors import NotFound
-from infra.scripts import SaleScripts
+from infra.constants import PRODUCT_ID_RE, QUEUE_MODE_FIFO
+from infra.sale.keys import SaleKeys, sale_keys
+from infra.sale.scripts import SaleScripts
+from infra.web.errors import NotFound
 
 
 def path_sale_keys(request: Request) -> SaleKeys:

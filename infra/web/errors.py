@@ -1,10 +1,22 @@
-"""One exception type per error code of API.md.
+"""One exception type per error code of API.md, and the one shape every error answers with.
 
-Each carries its HTTP status and code; one handler per app (infra.http) turns any of them
-into ``{"error": code, "detail": sentence}``. Raise with a detail sentence for the human.
+Each carries its HTTP status and code; the handlers below (installed by ``build_app``) turn any
+of them into ``{"error": code, "detail": sentence}``. Raise with a detail sentence for the human.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+log = logging.getLogger("flashsale.http")
 
 
 class ApiError(Exception):
@@ -160,3 +172,59 @@ class PaymentDeclined(ApiError):
     """The card was declined; the order stays payable until its hold expires."""
 
     status_code, code = 402, "payment_declined"
+
+
+# --- the shape ------------------------------------------------------------------------------
+
+
+def _json(
+    content: dict[str, str], status_code: int, headers: dict[str, str] | None = None
+) -> Response:
+    # Not infra.web.app's JSONResponse: the app module builds on this one, not the other way.
+    return Response(orjson.dumps(content), status_code, headers, media_type="application/json")
+
+
+def error_response(exc: ApiError) -> Response:
+    return _json({"error": exc.code, "detail": exc.detail}, exc.status_code, exc.headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    mapped: ApiError
+    if exc.status_code == 405:
+        mapped = MethodNotAllowed(headers=dict(exc.headers or {}))
+    elif exc.status_code == 404:
+        mapped = NotFound()
+    else:
+        mapped = InvalidRequest(str(exc.detail))
+        mapped.status_code = exc.status_code
+    return error_response(mapped)
+
+
+async def _redis_down(request: Request, exc: Exception) -> Response:
+    log.warning("redis unavailable: %s", type(exc).__name__)
+    return error_response(
+        Unavailable(
+            "the sale store is not answering; try again shortly", headers={"Retry-After": "1"}
+        )
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Logged with its traceback by Starlette; the client sees only the JSON shape.
+    return _json({"error": "internal", "detail": "unexpected error; it has been logged"}, 500)
+
+
+def exception_handlers() -> dict[Any, Any]:
+    return {
+        ApiError: _api_error,
+        HTTPException: _http_error,
+        RedisConnectionError: _redis_down,
+        RedisTimeoutError: _redis_down,
+        Exception: _unexpected,
+    }

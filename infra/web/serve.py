@@ -10,8 +10,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from infra.constants import POLL_MAX_MS
-from infra.logs import setup_logging
 from infra.settings import ConfigError, Settings
+from infra.web.logs import setup_logging
 
 
 def serve(app: Starlette, settings: Settings, port: int) -> None:
@@ -23,7 +23,7 @@ def serve(app: Starlette, settings: Settings, port: int) -> None:
         log_config=None,  # uvicorn's loggers propagate to our JSON-lines root handler
         access_log=False,  # one line per poll would drown the logs during a drop
         server_header=False,
-        proxy_headers=False,  # client addresses are resolved by infra.http.ClientAddress
+        proxy_headers=False,  # client addresses are resolved by infra.web.app.ClientAddress
         # Longer than the longest poll_after_ms: a waiting visitor's connection is still open
         # at its next poll. Closing idle connections sooner races with those polls (the
         # client sends on a socket the server is closing), and under a storm that race

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from infra.stack import DATABASE_NAME, EmbeddedStack
+from infra.stack.embedded import DATABASE_NAME, EmbeddedStack
 
 
 def _asyncpg_dsn(sqlalchemy_url: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from infra.stack import free_port
+from infra.stack.embedded import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """The sale's Lua scripts, loaded once per Redis client.
 
-Every sale decision is one script in ``infra/lua``. ``lib.lua`` holds the helpers they share
+Every sale decision is one script in ``infra/sale/lua``. ``lib.lua`` holds the helpers they share
 (state, allowance, admit, release) and is prepended to each, so a rule is written once.
 """
 
@@ -12,7 +12,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from infra.constants import JOIN_BURST_FACTOR, SaleKeys
+from infra.constants import JOIN_BURST_FACTOR
+from infra.sale.keys import SaleKeys
 
 SCRIPT_NAMES = (
     "join",
@@ -32,7 +33,7 @@ SCRIPT_NAMES = (
 
 @cache
 def source(name: str) -> str:
-    lua = resources.files("infra") / "lua"
+    lua = resources.files("infra.sale") / "lua"
     return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 

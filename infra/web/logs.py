@@ -20,7 +20,7 @@ _STANDARD_ATTRS = frozenset(
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
 
 
-# The X-Request-Id of the request being served, set by infra.http's middleware: every line
+# The X-Request-Id of the request being served, set by infra.web.middleware: every line
 # logged while serving it carries the id, which crossed the gate and goes on into Kafka.
 request_id: ContextVar[str | None] = ContextVar("flashsale_request_id", default=None)
 

@@ -1,0 +1,87 @@
+"""The Redis key names of one sale.
+
+Every key of a sale carries the hash tag ``{product_id}``, so that all of a sale's Lua scripts
+run on a single Redis Cluster shard.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.lru_cache(maxsize=4096)
+def sale_keys(product_id: str) -> SaleKeys:
+    """The (immutable) key names of a sale, built once per product: hot paths ask per request."""
+    return SaleKeys(product_id)
+
+
+class SaleKeys:
+    """The key names of one sale; all carry the hash tag ``{product_id}``."""
+
+    __slots__ = (
+        "admitted",
+        "base",
+        "bought",
+        "fate",
+        "idem",
+        "line",
+        "open_lock",
+        "orders",
+        "pending",
+        "product_id",
+        "rate_log",
+        "sale",
+        "seen",
+        "seq",
+        "stock",
+        "tokens",
+        "unpicked",
+    )
+
+    def __init__(self, product_id: str) -> None:
+        base = f"fs:{{{product_id}}}"
+        self.product_id = product_id
+        self.sale = f"{base}:sale"  # hash: config and state
+        self.seq = f"{base}:seq"  # INCR counter: join order
+        self.line = f"{base}:line"  # zset visitor -> seq (or draw rank for early joiners)
+        self.seen = f"{base}:seen"  # zset visitor -> last status time, ms
+        self.admitted = f"{base}:admitted"  # zset visitor -> access token expiry, ms
+        self.unpicked = f"{base}:unpicked"  # zset visitor -> pickup deadline, ms
+        self.tokens = f"{base}:tokens"  # hash visitor -> minted access token
+        self.fate = f"{base}:fate"  # hash visitor -> why the place ended (lost|expired|left)
+        self.stock = f"{base}:stock"  # string: units left
+        self.rate_log = f"{base}:ratelog"  # zset "tick:count" -> tick time, ms
+        self.open_lock = f"{base}:openlock"  # SET NX: one scheduler runs the opening draw
+        self.bought = f"{base}:bought"  # hash visitor -> units held by its live orders
+        self.orders = f"{base}:orders"  # hash order_id -> reservation record (JSON)
+        self.idem = f"{base}:idem"  # hash "visitor:Idempotency-Key" -> order_id
+        self.pending = f"{base}:pending"  # zset order_id -> reserved at, ms; until stored in PG
+        # KEYS 1-9 of every sale script, in lib.lua's order.
+        self.base = (
+            self.sale,
+            self.seq,
+            self.line,
+            self.seen,
+            self.admitted,
+            self.unpicked,
+            self.tokens,
+            self.fate,
+            self.stock,
+        )
+
+    def tick(self, n: int) -> str:
+        return f"fs:{{{self.product_id}}}:tick:{n}"
+
+    def join_rate(self, client_ip: str) -> str:
+        return f"fs:{{{self.product_id}}}:rl:{client_ip}"
+
+    def visitor_rate(self, visitor_id: str) -> str:
+        return f"fs:{{{self.product_id}}}:vrl:{visitor_id}"
+
+    def order_keys(self) -> list[str]:
+        """KEYS 10-13 of the order scripts."""
+        return [self.bought, self.orders, self.idem, self.pending]
+
+    def all_data(self) -> list[str]:
+        """Keys that hold a sale's data (tick and rate-limit keys expire on their own)."""
+        return [*self.base, self.rate_log, self.open_lock, *self.order_keys()]

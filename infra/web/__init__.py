@@ -1,0 +1,14 @@
+"""The HTTP plumbing the four apps share (queue_server, scheduler, shop, token_gate).
+
+- ``app``: ``build_app``, ``JSONResponse``, bodies (``read_body``, ``read_json_object``) and
+  ``ClientAddress``.
+- ``errors``: one exception type per error code of API.md, and the one JSON shape they answer
+  with.
+- ``middleware``: the header and body limits, and the request id in the logging context.
+- ``metrics``: ``/metrics`` and the per-request counters.
+- ``logs``: JSON-lines logging and the ``request_id`` context variable.
+- ``serve``: uvicorn with the platform's limits, and the settings read at a process's edge.
+
+May import the ground floor (``infra.settings``, ``infra.constants``). Never ``infra.sale``,
+never ``infra.stack``, never a service package.
+"""

@@ -1,0 +1,106 @@
+"""The app every HTTP process builds: ``build_app``, JSON responses, bodies, client addresses.
+
+API.md: no request, however malformed, gets a 5xx or a traceback; bodies over 16 KiB get 413.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import Lifespan
+
+from infra.constants import MAX_BODY_BYTES
+from infra.web import errors
+from infra.web.metrics import Metrics, RequestMetricsMiddleware
+from infra.web.middleware import LimitsMiddleware, RequestIdContextMiddleware
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise errors.PayloadTooLarge(f"request bodies are limited to {limit} bytes")
+    return bytes(body)
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    raw = await read_body(request)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise errors.InvalidRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise errors.InvalidRequest("the body must be a JSON object")
+    return data
+
+
+def build_app(
+    routes: list[BaseRoute],
+    lifespan: Lifespan[Starlette],
+    metrics: Metrics,
+    middleware: Sequence[Middleware] = (),
+    app_class: type[Starlette] = Starlette,
+) -> Starlette:
+    """Every HTTP process's app: request metrics outermost, then the header and body
+    limits, then the app's own middleware; one JSON error shape for every failure.
+    `app_class` lets an app wrap even Starlette's own error handling (the gate does)."""
+    return app_class(
+        routes=routes,
+        middleware=[
+            Middleware(RequestMetricsMiddleware, metrics=metrics),
+            Middleware(RequestIdContextMiddleware),
+            Middleware(LimitsMiddleware),
+            *middleware,
+        ],
+        exception_handlers=errors.exception_handlers(),
+        lifespan=lifespan,
+    )
+
+
+def retry_after_s(ms: float) -> str:
+    return str(max(1, math.ceil(ms / 1000)))
+
+
+class ClientAddress:
+    """The client's IP: the peer, or behind trusted proxies the right-most untrusted hop."""
+
+    def __init__(self, trusted_proxies: Iterable[str]) -> None:
+        self._trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
+
+    def __call__(self, request: Request) -> str:
+        peer = request.client.host if request.client else "unknown"
+        if not self._trusted or not self._is_trusted(peer):
+            return peer
+        forwarded = request.headers.get("x-forwarded-for", "")
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not self._is_trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return peer  # a forged, unparseable hop: fall back to what we saw
+        return peer

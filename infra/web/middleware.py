@@ -1,0 +1,61 @@
+"""The middleware every HTTP process runs before any route: limits and the request id."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from infra.constants import HEADER_REQUEST_ID, MAX_BODY_BYTES, REQUEST_ID_MAX_CHARS
+from infra.web import errors
+from infra.web.logs import request_id
+
+MAX_HEADER_BYTES = 8 * 1024
+_REQUEST_ID = HEADER_REQUEST_ID.encode()
+
+
+class RequestIdContextMiddleware:
+    """Puts the request's X-Request-Id (set by the gate, or by the client of a process that
+    faces clients) into the logging context, so each log line of the request carries it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        value = next((v for k, v in scope["headers"] if k == _REQUEST_ID), None)
+        if value is None or not 1 <= len(value) <= REQUEST_ID_MAX_CHARS or not value.isascii():
+            await self.app(scope, receive, send)
+            return
+        token = request_id.set(value.decode("ascii", "replace"))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            request_id.reset(token)
+
+
+class LimitsMiddleware:
+    """Refuses oversized headers (431) and bodies (413) before any route runs.
+
+    A declared Content-Length over the limit is refused at once; a chunked body is counted as
+    it streams and cut off at the limit, so no route ever buffers more than MAX_BODY_BYTES.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        if sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+            await errors.error_response(errors.HeadersTooLarge())(scope, receive, send)
+            return
+        for key, value in headers:
+            if key == b"content-length":
+                if not value.isdigit() or int(value) > self.max_body:
+                    await errors.error_response(errors.PayloadTooLarge())(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
