@@ -48,13 +48,17 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await redis.aclose()
 
-    routes = [
+    # The two routes a storm hammers: every visitor joins once and polls until admitted.
+    hot = [
         Route("/queue/{product_id}/join", views.join, methods=["POST"]),
         Route("/queue/{product_id}/status", views.status, methods=["GET"]),
+    ]
+    routes = [
+        *hot,
         Route("/queue/{product_id}/ticket", views.leave, methods=["DELETE"]),
         Route("/queue/{product_id}", views.sale_info, methods=["GET"]),
         Route("/wait/{product_id}", views.waiting_room, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    return build_app(routes, lifespan, metrics)
+    return build_app(routes, lifespan, metrics, hot_routes=hot)

@@ -2,6 +2,10 @@
 
 Every sale decision is one script in ``infra/sale/lua``. ``lib.lua`` holds the helpers they share
 (state, allowance, admit, release) and is prepended to each, so a rule is written once.
+
+Every call goes through the client's :class:`~infra.autopipeline.AutoPipeline` as one EVALSHA:
+the calls of concurrent requests share a pipeline, and a call is still one round trip for its
+caller.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
+from infra.autopipeline import AutoPipeline
 from infra.constants import JOIN_BURST_FACTOR
 from infra.sale.keys import SaleKeys
 
@@ -38,13 +44,26 @@ def source(name: str) -> str:
 
 
 class SaleScripts:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, pipeline: AutoPipeline | None = None) -> None:
+        self._redis = redis
         self._scripts = {name: redis.register_script(source(name)) for name in SCRIPT_NAMES}
+        self.pipeline = pipeline if pipeline is not None else AutoPipeline(redis)
+
+    async def _evalsha(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        script = self._scripts[name]
+        try:
+            return await self.pipeline.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis lost its script cache (a restart, SCRIPT FLUSH): load it and call again.
+            # The retried call goes after whatever was queued meanwhile; every script reads
+            # the state it acts on, so a late call decides on what it finds.
+            await self._redis.script_load(script.script)
+            return await self.pipeline.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def run(
         self, name: str, keys: SaleKeys, extra_keys: list[str] | None = None, args: list[Any] = ()
     ) -> Any:
-        return await self._scripts[name](keys=[*keys.base, *(extra_keys or ())], args=list(args))
+        return await self._evalsha(name, [*keys.base, *(extra_keys or ())], list(args))
 
     async def join(
         self,
@@ -76,5 +95,5 @@ class SaleScripts:
 
         Not a sale script: its only key is the bucket, so it skips `run`'s nine sale keys.
         """
-        reply = await self._scripts["ratelimit"](keys=[bucket], args=[rate_per_s, burst])
+        reply = await self._evalsha("ratelimit", [bucket], [rate_per_s, burst])
         return [int(part) for part in reply]

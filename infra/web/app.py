@@ -15,11 +15,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan
 
 from infra.constants import MAX_BODY_BYTES
 from infra.web import errors
+from infra.web.hotroutes import HotRoutes
 from infra.web.metrics import Metrics, RequestMetricsMiddleware
 from infra.web.middleware import LimitsMiddleware, RequestIdContextMiddleware
 
@@ -57,11 +58,13 @@ def build_app(
     metrics: Metrics,
     middleware: Sequence[Middleware] = (),
     app_class: type[Starlette] = Starlette,
+    hot_routes: Sequence[Route] = (),
 ) -> Starlette:
     """Every HTTP process's app: request metrics outermost, then the header and body
     limits, then the app's own middleware; one JSON error shape for every failure.
-    `app_class` lets an app wrap even Starlette's own error handling (the gate does)."""
-    return app_class(
+    `app_class` lets an app wrap even Starlette's own error handling (the gate does).
+    `hot_routes` (also listed in `routes`) are served around that stack (infra.web.hotroutes)."""
+    app = app_class(
         routes=routes,
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=metrics),
@@ -72,6 +75,11 @@ def build_app(
         exception_handlers=errors.exception_handlers(),
         lifespan=lifespan,
     )
+    if hot_routes:
+        # Built now rather than on the first request, as Starlette would: the hot routes must
+        # stand in front of the finished stack.
+        app.middleware_stack = HotRoutes(app.build_middleware_stack(), hot_routes, metrics)
+    return app
 
 
 def retry_after_s(ms: float) -> str:

@@ -228,3 +228,13 @@ def exception_handlers() -> dict[Any, Any]:
         RedisTimeoutError: _redis_down,
         Exception: _unexpected,
     }
+
+
+async def answer(request: Request, exc: Exception) -> Response:
+    """The answer the app's handlers give to `exc`, for code that runs outside Starlette's
+    exception middleware (the hot routes)."""
+    handlers = exception_handlers()
+    handler = next(handlers[cls] for cls in type(exc).__mro__ if cls in handlers)
+    if handler is _unexpected:
+        log.error("unexpected error", exc_info=exc)
+    return await handler(request, exc)

@@ -38,6 +38,11 @@ class Metrics:
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         self._counters[f"{self.namespace}_{name}"][tuple(sorted(labels.items()))] += value
 
+    def observe_request(self, method: str, status: int, seconds: float) -> None:
+        """One HTTP response (RequestMetricsMiddleware, and the hot routes that bypass it)."""
+        self.inc("http_requests_total", method=method, status=str(status))
+        self.inc("http_request_seconds_total", seconds)
+
     def gauge(self, name: str, help_text: str, reader: GaugeReader) -> None:
         full = f"{self.namespace}_{name}"
         self._help[full] = help_text
@@ -88,6 +93,4 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            method = scope["method"]
-            self.metrics.inc("http_requests_total", method=method, status=str(status))
-            self.metrics.inc("http_request_seconds_total", time.perf_counter() - start)
+            self.metrics.observe_request(scope["method"], status, time.perf_counter() - start)

@@ -12,6 +12,25 @@ MAX_HEADER_BYTES = 8 * 1024
 _REQUEST_ID = HEADER_REQUEST_ID.encode()
 
 
+def request_id_of(scope: Scope) -> str | None:
+    """The request's X-Request-Id when it is one we keep (1-128 ASCII characters)."""
+    value = next((v for k, v in scope["headers"] if k == _REQUEST_ID), None)
+    if value is None or not 1 <= len(value) <= REQUEST_ID_MAX_CHARS or not value.isascii():
+        return None
+    return value.decode("ascii", "replace")
+
+
+def over_limits(scope: Scope, max_body: int = MAX_BODY_BYTES) -> errors.ApiError | None:
+    """431 for headers over MAX_HEADER_BYTES, 413 for a declared body over `max_body`."""
+    headers = scope["headers"]
+    if sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+        return errors.HeadersTooLarge()
+    for key, value in headers:
+        if key == b"content-length" and (not value.isdigit() or int(value) > max_body):
+            return errors.PayloadTooLarge()
+    return None
+
+
 class RequestIdContextMiddleware:
     """Puts the request's X-Request-Id (set by the gate, or by the client of a process that
     faces clients) into the logging context, so each log line of the request carries it."""
@@ -23,11 +42,11 @@ class RequestIdContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        value = next((v for k, v in scope["headers"] if k == _REQUEST_ID), None)
-        if value is None or not 1 <= len(value) <= REQUEST_ID_MAX_CHARS or not value.isascii():
+        value = request_id_of(scope)
+        if value is None:
             await self.app(scope, receive, send)
             return
-        token = request_id.set(value.decode("ascii", "replace"))
+        token = request_id.set(value)
         try:
             await self.app(scope, receive, send)
         finally:
@@ -49,13 +68,8 @@ class LimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = scope["headers"]
-        if sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
-            await errors.error_response(errors.HeadersTooLarge())(scope, receive, send)
+        refused = over_limits(scope, self.max_body)
+        if refused is not None:
+            await errors.error_response(refused)(scope, receive, send)
             return
-        for key, value in headers:
-            if key == b"content-length":
-                if not value.isdigit() or int(value) > self.max_body:
-                    await errors.error_response(errors.PayloadTooLarge())(scope, receive, send)
-                    return
         await self.app(scope, receive, send)
