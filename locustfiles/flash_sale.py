@@ -44,7 +44,6 @@ import gevent
 import orjson
 from locust import FastHttpUser, events, task
 from locust.env import Environment
-from locust.exception import StopUser
 from locust.runners import LocalRunner, MasterRunner
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
@@ -431,7 +430,13 @@ class Visitor(FastHttpUser):
         else:
             Tab(self, PRODUCT_ID, self.behaviour).run()
         self.fire(METRIC_TYPE, "done", (time.monotonic() - self.started_at) * 1000)
-        raise StopUser()
+        # A finished visitor stays, as a closed tab: if it stopped, Locust would spawn a new
+        # user in its place while ramping up (it keeps the live count at the target), and a
+        # storm of N visitors would quietly become more. Its connections are closed, so the
+        # queue server holds sockets only for visitors still in line.
+        self.client.client.close()
+        while True:
+            gevent.sleep(3600)
 
     def fire(self, request_type: str, name: str, ms: float) -> None:
         self.environment.events.request.fire(
@@ -461,20 +466,26 @@ def _quit_when_every_visitor_is_done(environment: Environment, **_: Any) -> None
     if not QUIT_WHEN_DONE or not isinstance(runner, LocalRunner | MasterRunner):
         return
 
+    def visitors_done() -> int:
+        entry = environment.stats.entries.get(("done", METRIC_TYPE))
+        return entry.num_requests if entry is not None else 0
+
     def watch() -> None:
-        # Visitors stop by themselves (bought, sold out...): once none is left the storm is
-        # over, and waiting for -t would only add idle time to the report.
-        while runner.user_count > 0:
+        # Visitors finish by themselves (bought, sold out...): once all have, the storm is
+        # over, and waiting for -t would only add idle time to the report. The master counts
+        # them from the workers' stats reports, which carry every request of a visitor
+        # before its "done".
+        while visitors_done() < max(runner.target_user_count, 1):
             gevent.sleep(0.5)
         # Locust writes its CSVs every CSV_STATS_INTERVAL_SEC and not again at shutdown: wait
         # for one more pass, or the last visitors' requests would be missing from the files.
         gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.5)
         runner.quit()
 
-    def on_spawning_complete(user_count: int, **_: Any) -> None:
+    def on_test_start(**_: Any) -> None:
         gevent.spawn(watch)
 
-    environment.events.spawning_complete.add_listener(on_spawning_complete)
+    environment.events.test_start.add_listener(on_test_start)
 
 
 @events.quitting.add_listener

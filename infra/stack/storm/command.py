@@ -1,0 +1,327 @@
+"""`flashsale storm`: a Locust storm against a real platform, judged by its invariants."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from infra.stack.storm.invariants import Check, check_finished, check_sale, outcome_counts
+from infra.stack.storm.options import Options, UsageError, options
+from infra.stack.storm.platform import (
+    Admin,
+    Platform,
+    PlatformError,
+    flashsale_up,
+    sale_body,
+)
+from infra.stack.storm.report import figures, write_report
+from infra.stack.storm.swarm import SwarmPlan, read_failures, read_stats, swarm
+
+SAMPLE_S = 1.0
+# The file descriptors a storm needs: one connection per visitor tab in a Locust worker and
+# as many again in the queue server, which inherits our limit through `flashsale up`.
+WANTED_FILES = 262_144
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        opts = options(args)
+    except UsageError as exc:
+        print(f"flashsale storm: {exc}", file=sys.stderr, flush=True)
+        return 2
+    raise_file_limit()
+    try:
+        return asyncio.run(storm(opts))
+    except PlatformError as exc:
+        print(f"flashsale storm: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def raise_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limits in ((WANTED_FILES, max(hard, WANTED_FILES)), (hard, hard)):
+        with contextlib.suppress(ValueError, OSError):
+            if limits[0] > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+                return
+
+
+def products(opts: Options) -> list[str]:
+    main = f"storm-{opts.stamp}"
+    return [main, f"{main}-b"] if opts.shares["two_sales"] > 0 else [main]
+
+
+async def storm(opts: Options) -> int:
+    out = opts.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    names = products(opts)
+    async with contextlib.AsyncExitStack() as stack:
+        if opts.urls is not None:
+            platform = Platform(
+                opts.urls["queue"], opts.urls["gate"], opts.urls["shop"], opts.admin_key
+            )
+        else:
+            data_dir = opts.data_dir
+            if data_dir is None:
+                data_dir = Path(tempfile.mkdtemp(prefix="flashsale-storm-"))
+                # Registered first, so it runs last: after the platform has stopped.
+                stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
+            console.print(f"starting flashsale up (data in {data_dir}) ...")
+            platform = await stack.enter_async_context(
+                flashsale_up(data_dir.resolve(), out / "platform.log", opts.admin_key)
+            )
+            console.print(f"platform ready: queue {platform.queue_url}, gate {platform.gate_url}")
+        admin = Admin(platform)
+        stack.push_async_callback(admin.aclose)
+        for product in names:
+            await admin.create_sale(
+                sale_body(
+                    product,
+                    stock=opts.stock,
+                    mode=opts.mode,
+                    opens_in_s=opts.opens_in_s,
+                    batch_size=opts.batch_size,
+                    interval_s=opts.interval_s,
+                    abandon_s=opts.abandon_s,
+                    pickup_s=opts.pickup_s,
+                    overbook=opts.overbook,
+                )
+            )
+        records = out / "records"
+        env = {
+            "FLASHSALE_PRODUCT": names[0],
+            "FLASHSALE_PRODUCT_B": names[1] if len(names) > 1 else "",
+            "FLASHSALE_GATE_URL": platform.gate_url,
+            "FLASHSALE_QUIT_WHEN_DONE": "1",
+            "FLASHSALE_RECORDS": str(records),
+            "FLASHSALE_ABANDON_SHARE": str(opts.shares["abandon"]),
+            "FLASHSALE_REFRESH_SHARE": str(opts.shares["refresh"]),
+            "FLASHSALE_TWO_SALES_SHARE": str(opts.shares["two_sales"]),
+        }
+        plan = SwarmPlan(
+            locustfile=opts.locustfile,
+            host=platform.queue_url,
+            users=opts.visitors,
+            spawn_rate=opts.spawn_rate,
+            run_time_s=opts.duration_s,
+            workers=opts.workers,
+            out_dir=out,
+            env=env,
+        )
+        started = time.monotonic()
+        async with swarm(plan) as running:
+            timeline = await watch(running.master, admin, names, opts, out, console, started)
+        ran_s = time.monotonic() - started
+        print("\nvisitors done; waiting for the order worker to store every order ...", flush=True)
+        final = await drain(admin, names, opts.drain_timeout_s)
+        infos = {p: await admin.sale_info(p) for p in names}
+    tabs = load_tabs(records)
+    numbers = read_stats(out)
+    checks: list[Check] = [check_finished(opts.visitors, numbers.done)]
+    for p in names:
+        mine = [t for t in tabs if t.get("product") == p]
+        checks += check_sale(p, opts.mode, final[p], mine, infos.get(p))
+    summary = summarize(opts, numbers, tabs, timeline, ran_s, names)
+    report = write_report(
+        out,
+        title=f"Storm {opts.stamp}: {opts.visitors:,} visitors, {opts.stock:,} in stock",
+        settings=settings_table(opts, platform),
+        summary=summary,
+        checks=checks,
+        timeline=timeline,
+        tabs=tabs,
+        products=names,
+        failures=read_failures(out),
+    )
+    # Plain lines, never wrapped: tests and scripts read them.
+    for check in checks:
+        print(check.line())
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    broken = [c for c in checks if not c.ok]
+    print(f"report: {report}")
+    verdict = f"{len(broken)} invariant(s) broken" if broken else "all invariants hold"
+    print(f"STORM {'FAILED' if broken else 'PASSED'}: {verdict}", flush=True)
+    return 1 if broken else 0
+
+
+async def watch(
+    master: asyncio.subprocess.Process,
+    admin: Admin,
+    names: Sequence[str],
+    opts: Options,
+    out: Path,
+    console: Console,
+    started: float,
+) -> list[dict[str, Any]]:
+    """Sample the admin stats and Locust's CSV every second until the master exits, showing
+    a progress bar of finished visitors and the live counters."""
+    progress = Progress(
+        TextColumn("[bold]visitors done"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    bar = progress.add_task("visitors", total=opts.visitors)
+    timeline: list[dict[str, Any]] = []
+    deadline = started + opts.duration_s + 60  # Locust's own -t, plus its shutdown
+    last_requests, last_t, last_print = 0, 0.0, 0.0
+    with Live(progress, console=console, refresh_per_second=2) as live:
+        while master.returncode is None and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(master.wait(), SAMPLE_S)
+            t = time.monotonic() - started
+            numbers = read_stats(out)
+            row: dict[str, Any] = {"t": round(t, 2), "requests": numbers.requests}
+            row.update(failures=numbers.failures, done=numbers.done)
+            row["rps"] = round((numbers.requests - last_requests) / max(t - last_t, 1e-9), 1)
+            last_requests, last_t = numbers.requests, t
+            for p in names:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    s = await admin.stats(p)
+                    orders = s.get("orders") or {}
+                    row.update(
+                        {
+                            f"{p}.waiting": s["waiting"],
+                            f"{p}.admitted": s["tokens_issued"],
+                            f"{p}.stock_left": s["stock_left"],
+                            f"{p}.pending": orders.get("pending", 0),
+                            f"{p}.stored": orders.get("placed", 0) + orders.get("paid", 0),
+                        }
+                    )
+            timeline.append(row)
+            progress.update(bar, completed=numbers.done)
+            live.update(Group(progress, counters(row, names, numbers.outcomes)))
+            if not console.is_terminal and t - last_print >= 15:
+                # Logs and CI: a plain line now and then instead of a redrawn screen.
+                last_print = t
+                print(plain_line(row, names), flush=True)
+    return timeline
+
+
+def counters(row: Mapping[str, Any], names: Sequence[str], outcomes: Mapping[str, int]) -> Table:
+    table = Table(box=None, show_header=True, pad_edge=False)
+    for column in ("sale", "waiting", "admitted", "stock left", "orders pending", "stored"):
+        table.add_column(column, justify="right")
+    for p in names:
+        table.add_row(
+            p,
+            *(
+                f"{row.get(f'{p}.{k}', '–')}"
+                for k in ("waiting", "admitted", "stock_left", "pending", "stored")
+            ),
+        )
+    table.caption = (
+        f"requests {row['requests']:,} ({row['rps']:,.0f}/s), failures {row['failures']:,}; "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items()))
+    )
+    return table
+
+
+def plain_line(row: Mapping[str, Any], names: Sequence[str]) -> str:
+    sales = " ".join(
+        f"{p}: waiting {row.get(f'{p}.waiting')} admitted {row.get(f'{p}.admitted')} "
+        f"left {row.get(f'{p}.stock_left')}"
+        for p in names
+    )
+    return (
+        f"t={row['t']:.0f}s done {row['done']} requests {row['requests']} "
+        f"({row['rps']:.0f}/s) failures {row['failures']} | {sales}"
+    )
+
+
+async def drain(admin: Admin, names: Sequence[str], timeout_s: float) -> dict[str, dict[str, Any]]:
+    """The sales' stats once every sold unit is stored in PostgreSQL, or at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        final = {p: await admin.stats(p) for p in names}
+        if all(_drained(s) for s in final.values()) or time.monotonic() > deadline:
+            return final
+        await asyncio.sleep(0.5)
+
+
+def _drained(stats: Mapping[str, Any]) -> bool:
+    orders = stats.get("orders") or {}
+    sold = int(stats["stock_total"]) - int(stats["stock_left"])
+    stored = int(orders.get("placed", 0)) + int(orders.get("paid", 0))
+    return int(orders.get("pending", 0)) == 0 and stored == sold
+
+
+def load_tabs(records: Path) -> list[dict[str, Any]]:
+    tabs = []
+    for path in sorted(records.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                tabs.append(orjson.loads(line))
+    return tabs
+
+
+def summarize(
+    opts: Options,
+    numbers: Any,
+    tabs: Sequence[Mapping[str, Any]],
+    timeline: Sequence[Mapping[str, Any]],
+    ran_s: float,
+    names: Sequence[str],
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "visitors done": numbers.done,
+        "storm seconds": round(ran_s, 1),
+        "requests": numbers.requests,
+        "requests per second": round(numbers.requests / max(ran_s, 1e-9), 1),
+        "failed requests": numbers.failures,
+    }
+    summary.update({k.replace("_", " "): _round(v) for k, v in figures(tabs).items()})
+    rate = opts.batch_size / opts.interval_s
+    ideal = opts.stock / rate if rate else None
+    for p in names:
+        sold_at = next(
+            (float(r["t"]) for r in timeline if r.get(f"{p}.stock_left") == 0),
+            None,
+        )
+        if sold_at is not None and ideal:
+            selling = max(sold_at - opts.opens_in_s, 0.0)
+            summary[f"{p} sold out after open, s"] = round(selling, 1)
+            summary[f"{p} sell-out ÷ ideal ({ideal:.1f} s)"] = round(selling / ideal, 2)
+    summary["outcomes"] = ", ".join(f"{k} {v}" for k, v in sorted(outcome_counts(tabs).items()))
+    return summary
+
+
+def _round(value: Any) -> Any:
+    return round(value, 2) if isinstance(value, float) else value
+
+
+def settings_table(opts: Options, platform: Platform) -> dict[str, Any]:
+    return {
+        "visitors": opts.visitors,
+        "stock (per sale)": opts.stock,
+        "mode": opts.mode,
+        "batch size / interval": f"{opts.batch_size} / {opts.interval_s} s",
+        "spawn rate": f"{opts.spawn_rate}/s",
+        "opens in": f"{opts.opens_in_s} s",
+        "shares (abandon, refresh, two sales)": ", ".join(str(v) for v in opts.shares.values()),
+        "abandon_s / pickup_s / overbook": f"{opts.abandon_s} / {opts.pickup_s} / {opts.overbook}",
+        "Locust workers": opts.workers,
+        "duration limit": f"{opts.duration_s} s",
+        "queue server": platform.queue_url,
+        "machine": f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}",
+    }

@@ -1,0 +1,137 @@
+"""The options of `flashsale storm`: flags, their checks and the defaults derived from them.
+
+Only the standard library here: `flashsale up` builds the same parser and must start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from infra.constants import DEV_ADMIN_KEY
+
+LOCUSTFILE = Path(__file__).resolve().parents[3] / "locustfiles" / "flash_sale.py"
+
+
+class UsageError(Exception):
+    """Bad input on the command line: one line, exit code 2."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--visitors", type=int, required=True, help="Locust users, one visitor each")
+    a("--stock", type=int, required=True, help="units on sale (in each sale)")
+    a("--mode", choices=("shuffle", "fifo"), default="shuffle", help="queue mode of the sale")
+    a("--duration", type=float, help="longest the Locust run may last, seconds (default: ample)")
+    a("--batch-size", type=int, default=50, help="visitors admitted per tick (default 50)")
+    a("--interval", type=float, default=1.0, help="seconds between ticks (default 1.0)")
+    a("--spawn-rate", type=float, default=200.0, help="visitors arriving per second (200)")
+    a("--opens-in", type=float, help="seconds to the sale's start (the pre-queue)")
+    a("--abandon-share", type=float, default=0.0, help="share who stop polling (0..1)")
+    a("--refresh-share", type=float, default=0.0, help="share who reload and re-join (0..1)")
+    a("--two-sales-share", type=float, default=0.0, help="share with a tab in two sales (0..1)")
+    a("--abandon-s", type=int, default=90, help="sale's abandon_s (poll cap is a third)")
+    a("--pickup-s", type=int, default=45, help="sale's pickup_s")
+    a("--overbook", type=float, default=1.0, help="sale's overbook (default 1.0)")
+    a("--workers", type=int, default=os.cpu_count() or 1, help="Locust workers (one per core)")
+    a("--drain-timeout", type=float, default=120.0, help="seconds to wait for stored orders")
+    a("--out", type=Path, help="report directory (default bench/results/storm-<timestamp>)")
+    a("--data-dir", type=Path, help="data of the embedded servers (default: a temp dir)")
+    a("--queue-url", help="use a running platform: its queue server")
+    a("--gate-url", help="... its token gate")
+    a("--shop-url", help="... its shop (admin API)")
+    a("--admin-key", help="admin bearer key (default: the dev key)")
+    a("--locustfile", type=Path, default=LOCUSTFILE, help=argparse.SUPPRESS)
+
+
+@dataclass(frozen=True)
+class Options:
+    visitors: int
+    stock: int
+    mode: str
+    duration_s: int
+    batch_size: int
+    interval_s: float
+    spawn_rate: float
+    opens_in_s: float
+    shares: dict[str, float]
+    abandon_s: int
+    pickup_s: int
+    overbook: float
+    workers: int
+    drain_timeout_s: float
+    out: Path
+    data_dir: Path | None
+    urls: dict[str, str] | None
+    admin_key: str
+    locustfile: Path
+    stamp: str
+
+
+def options(args: argparse.Namespace) -> Options:
+    """Checked options; raises UsageError with the one line to show."""
+    for name, low in (("visitors", 1), ("stock", 0), ("batch_size", 1), ("workers", 1)):
+        if getattr(args, name) < low:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least {low}")
+    for name in ("interval", "spawn_rate", "drain_timeout"):
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be more than 0")
+    shares = {
+        "abandon": args.abandon_share,
+        "refresh": args.refresh_share,
+        "two_sales": args.two_sales_share,
+    }
+    for name, share in shares.items():
+        if not 0 <= share <= 1:
+            raise UsageError(f"--{name.replace('_', '-')}-share must be from 0 to 1")
+    if sum(shares.values()) > 1:
+        raise UsageError("the abandon, refresh and two-sales shares add up to more than 1")
+    if not 10 <= args.abandon_s <= 86_400 or not 5 <= args.pickup_s <= 86_400:
+        raise UsageError("--abandon-s must be 10..86400 and --pickup-s 5..86400")
+    if not 1 <= args.overbook <= 10:
+        raise UsageError("--overbook must be from 1 to 10")
+    given = {k: getattr(args, f"{k}_url") for k in ("queue", "gate", "shop")}
+    if any(given.values()) and not all(given.values()):
+        raise UsageError("a running platform needs all three of --queue-url --gate-url --shop-url")
+    if not args.locustfile.is_file():
+        raise UsageError(f"no locustfile at {args.locustfile}")
+    spawn_s = args.visitors / args.spawn_rate
+    opens_in = args.opens_in
+    if opens_in is None:
+        # Shuffle: about half the storm arrives in the pre-queue and is drawn at the start.
+        opens_in = max(5.0, round(spawn_s / 2)) if args.mode == "shuffle" else 0.0
+    if opens_in < 0:
+        raise UsageError("--opens-in must not be negative")
+    duration = args.duration
+    if duration is None:
+        # Arrivals, the sale itself, a few of the slowest polls (a third of abandon_s), slack.
+        selling = args.stock * args.interval / args.batch_size
+        duration = opens_in + spawn_s + 3 * selling + args.abandon_s + 60
+    if duration <= 0:
+        raise UsageError("--duration must be more than 0")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Options(
+        visitors=args.visitors,
+        stock=args.stock,
+        mode=args.mode,
+        duration_s=max(1, round(duration)),
+        batch_size=args.batch_size,
+        interval_s=args.interval,
+        spawn_rate=args.spawn_rate,
+        opens_in_s=opens_in,
+        shares=shares,
+        abandon_s=args.abandon_s,
+        pickup_s=args.pickup_s,
+        overbook=args.overbook,
+        workers=args.workers,
+        drain_timeout_s=args.drain_timeout,
+        out=args.out if args.out is not None else Path("bench/results") / f"storm-{stamp}",
+        data_dir=args.data_dir,
+        urls=given if all(given.values()) else None,
+        admin_key=args.admin_key or DEV_ADMIN_KEY,
+        locustfile=args.locustfile,
+        stamp=stamp,
+    )
