@@ -23,8 +23,9 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
+# Every figure of issue 7's Targets table; `make bench BENCH_ARGS=--quick` for a short run.
 bench: setup
-	$(BIN)/python -m bench.queue_throughput
+	$(BIN)/flashsale bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .flashsale .pytest_cache

@@ -39,11 +39,22 @@ end
 
 @dataclass(frozen=True)
 class Load:
-    """What to send: one method and path, with one of `bearers` (rotated) as Authorization."""
+    """What to send: one method and path with `headers`, and `body` as a JSON body when it
+    is not empty. Requests rotate through `bearers` (as Authorization) or `variants` (extra
+    headers per request), so that each can be another visitor."""
 
     method: str
     path: str
     bearers: tuple[str, ...] = ()
+    body: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    variants: tuple[tuple[tuple[str, str], ...], ...] = ()
+
+    def rotation(self) -> list[dict[str, str]]:
+        """The extra headers of each request in turn ([] for a static request)."""
+        if self.bearers:
+            return [{"Authorization": f"Bearer {b}"} for b in self.bearers]
+        return [dict(v) for v in self.variants]
 
 
 @dataclass(frozen=True)
@@ -72,24 +83,37 @@ def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _wrk_script(load: Load) -> str:
-    if not load.bearers:
+def _wrk_script(load: Load, variants_file: Path) -> str:
+    headers = dict(load.headers)
+    if load.body:
+        headers["Content-Type"] = "application/json"
+    setup = f"wrk.method = {_lua_string(load.method)}\n"
+    if load.body:
+        setup += f"wrk.body = {_lua_string(load.body)}\n"
+    for name, value in headers.items():
+        setup += f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}\n"
+    rotation = load.rotation()
+    if not rotation:
         # A static request: wrk's fast path, no Lua per request.
-        return f"wrk.method = {_lua_string(load.method)}\n" + _WRK_DONE
-    tickets = ",\n".join(_lua_string(b) for b in load.bearers)
+        return setup + _WRK_DONE
+    # One line per request variant, tab-separated name/value pairs, read in init(): tens of
+    # thousands of variants in a Lua table constructor would overflow LuaJIT's constants.
+    variants_file.write_text(
+        "".join("\t".join(f"{k}\t{v}" for k, v in h.items()) + "\n" for h in rotation)
+    )
     # Every request is formatted once in init(); request() only hands out the next string,
     # so rotating tickets costs wrk almost nothing more than a static request.
-    return f"""
-local tickets = {{
-{tickets}
-}}
+    return f"""{setup}
 local requests, i = {{}}, 0
 init = function(args)
-  for k, t in ipairs(tickets) do
-    requests[k] = wrk.format({_lua_string(load.method)}, {_lua_string(load.path)},
-      {{["Authorization"] = "Bearer " .. t}})
+  for line in io.lines({_lua_string(str(variants_file))}) do
+    local headers, parts = {{}}, {{}}
+    for name, value in pairs(wrk.headers) do headers[name] = value end
+    for part in string.gmatch(line, "[^\t]+") do parts[#parts + 1] = part end
+    for k = 1, #parts - 1, 2 do headers[parts[k]] = parts[k + 1] end
+    requests[#requests + 1] = wrk.format(wrk.method, {_lua_string(load.path)}, headers, wrk.body)
   end
-  i = math.random(#requests)  -- threads start at different tickets
+  i = math.random(#requests)  -- threads start at different variants
 end
 request = function()
   i = i % #requests + 1
@@ -103,7 +127,7 @@ def run_wrk(
 ) -> Measurement:
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "load.lua"
-        script.write_text(_wrk_script(load))
+        script.write_text(_wrk_script(load, Path(tmp) / "variants.tsv"))
         argv = [
             wrk_path() or "wrk",
             *(f"-c{connections}", f"-t{threads}", f"-d{max(1, round(duration_s))}s"),
@@ -132,6 +156,7 @@ async def _run_httpx(base_url: str, load: Load, duration_s: float, connections: 
     # plain http, so one shared context serves all 64 clients.
     tls = ssl.create_default_context()
     deadline = time.perf_counter() + duration_s
+    rotation = load.rotation()
 
     async def worker(offset: int) -> None:
         nonlocal non_2xx, errors
@@ -144,13 +169,17 @@ async def _run_httpx(base_url: str, load: Load, duration_s: float, connections: 
         ) as client:
             i = offset
             while time.perf_counter() < deadline:
-                headers = {}
-                if load.bearers:
-                    i = (i + 1) % len(load.bearers)
-                    headers["Authorization"] = f"Bearer {load.bearers[i]}"
+                headers = dict(load.headers)
+                if load.body:
+                    headers["Content-Type"] = "application/json"
+                if rotation:
+                    i = (i + 1) % len(rotation)
+                    headers.update(rotation[i])
                 started = time.perf_counter()
                 try:
-                    response = await client.request(load.method, load.path, headers=headers)
+                    response = await client.request(
+                        load.method, load.path, headers=headers, content=load.body or None
+                    )
                 except httpx.HTTPError:
                     errors += 1
                     continue

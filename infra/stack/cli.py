@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,11 @@ def _csv(value: str) -> tuple[str, ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flashsale", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser("bench", help="measure issue 7's targets in one run")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes: under 5 minutes")
+    bench.add_argument("--out", type=Path, help="write the figures as JSON to this file")
+    bench.add_argument("--only", help="comma-separated groups: queue,gate,orders,sellout,storm")
+    bench.add_argument("--tool", choices=("auto", "wrk", "httpx"), help="load generator")
     up = commands.add_parser("up", help="run the platform until SIGINT/SIGTERM")
     # Every default is None: an absent flag leaves the env var (or the built-in default) alone.
     up.add_argument("--host", help="address the HTTP processes bind (default 127.0.0.1)")
@@ -343,8 +349,25 @@ def _run_up(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _run_bench(args: argparse.Namespace) -> int:
+    """`flashsale bench` is `python -m bench` in a child process: the benchmark drives the
+    services' own code, which nothing under infra/ may import."""
+    argv = [sys.executable, "-m", "bench"]
+    if args.quick:
+        argv.append("--quick")
+    for flag, value in (("--out", args.out), ("--only", args.only), ("--tool", args.tool)):
+        if value is not None:
+            argv += [flag, str(value)]
+    try:
+        return subprocess.run(argv, check=False).returncode
+    except KeyboardInterrupt:  # the child got the same Ctrl-C and stops its servers itself
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        sys.exit(_run_bench(args))
     if args.command == "up":
         sys.exit(_run_up(args))
     if args.command == "storm":
