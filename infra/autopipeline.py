@@ -74,6 +74,7 @@ class AutoPipeline:
         self._queue: deque[_Call] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
+        self._conn_timeout: float | None = None
         self.batches = 0  # pipelines sent: the tests and the benchmark read them
         self.calls = 0  # commands sent in them
 
@@ -97,6 +98,10 @@ class AutoPipeline:
                         batch.append(call)
                 if batch:
                     await self._send(batch)
+                if not self._queue:
+                    # Idle: the connection goes back to the pool. Calls made meanwhile are
+                    # seen by the loop's test, since this task is still the flusher.
+                    await self._release()
         except BaseException:
             # The flusher itself was cancelled (the loop is shutting down): nobody is left to
             # send what is still queued, so its callers are cancelled rather than wait forever.
@@ -154,16 +159,23 @@ class AutoPipeline:
         return replies
 
     async def _connection(self) -> AbstractConnection:
-        """A connection of the client's pool, kept for good: one batch is in flight at a time,
-        so one connection serves, and the client's ``aclose()`` closes it with the pool. Its
-        socket timeout is off because redis-py would arm a timer (and start a task, for a
+        """A connection of the client's pool, held while calls keep coming (one batch is in
+        flight at a time, so one serves) and released when the queue runs dry. Its socket
+        timeout is off meanwhile, because redis-py would arm a timer (and start a task, for a
         write) per call, where one timeout covers the whole batch."""
         if self._conn is None:
             assert isinstance(self._redis, Redis)
             conn = await self._redis.connection_pool.get_connection()
-            conn.socket_timeout = None
+            self._conn_timeout, conn.socket_timeout = conn.socket_timeout, None
             self._conn = conn
         return self._conn
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.socket_timeout = self._conn_timeout
+            assert isinstance(self._redis, Redis)
+            await self._redis.connection_pool.release(conn)
 
     async def _cluster_pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)

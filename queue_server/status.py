@@ -16,9 +16,10 @@ from infra.sale.shuffle import draw
 from infra.sale.views import iso_utc
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a microsecond per field, per poll
 class Reply:
-    """The reply every queue script shares (lib.lua, visitor_status)."""
+    """The reply every queue script shares (lib.lua, visitor_status). Treat it as immutable:
+    change it with ``dataclasses.replace``."""
 
     code: str
     state: str

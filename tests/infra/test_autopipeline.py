@@ -8,7 +8,7 @@ import secrets
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -135,3 +135,14 @@ async def test_sale_scripts_reload_after_redis_forgets_them(redis: Redis) -> Non
     assert await scripts.info(keys) == {}  # no such sale; the script ran
     await redis.script_flush()
     assert await scripts.info(keys) == {}  # NOSCRIPT was answered by loading it again
+
+
+async def test_an_idle_pipeliner_gives_its_connection_back(redis_url: str) -> None:
+    # Two connections for fifty pipeliners: each must return its own once its calls are done.
+    small = Redis.from_pool(ConnectionPool.from_url(redis_url, max_connections=2))
+    try:
+        for i in range(50):
+            assert await AutoPipeline(small).execute("ECHO", str(i)) == str(i).encode()
+        assert await small.ping()
+    finally:
+        await small.aclose()
