@@ -1,0 +1,211 @@
+"""`flashsale storm` as a user runs it: a small real storm through the real CLI (its own
+`flashsale up`, Locust master and workers), and the invariant checker failing on a broken sale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.sale.shuffle import commitment, draw, new_seed
+from infra.stack.storm.invariants import Check, check_finished, check_sale
+
+REPO = Path(__file__).resolve().parents[3]
+STORM_TIMEOUT_S = 100.0
+CHARTS = ("line_length", "admissions_per_s", "time_in_line", "polls_per_visitor", "outcomes")
+
+
+def _clean_env() -> dict[str, str]:
+    # The outer environment may point the test session at external servers: storm must embed.
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLASHSALE_")}
+
+
+async def _storm(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "infra", "storm", *args),
+        cwd=REPO,
+        env=_clean_env(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), STORM_TIMEOUT_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()  # SIGKILL reaches only the CLI: its children die with their pipes
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_a_small_storm_passes_its_invariants_and_writes_the_report(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
+    out_dir = tmp_path / "report"
+    code, output = await _storm(
+        *("--visitors", "40", "--stock", "10", "--mode", "shuffle", "--opens-in", "4"),
+        *("--batch-size", "5", "--interval", "0.5", "--spawn-rate", "40"),
+        *("--abandon-share", "0.1", "--refresh-share", "0.2", "--two-sales-share", "0.2"),
+        *("--abandon-s", "15", "--pickup-s", "10", "--duration", "60"),
+        *("--data-dir", str(embedded_data_dir), "--out", str(out_dir)),
+    )
+    logs = "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in out_dir.glob("*.log")
+    )
+    assert code == 0, f"storm failed ({code}):\n{output[-5000:]}\n{logs}"
+    assert "STORM PASSED: all invariants hold" in output
+    lines = output.splitlines()
+    # Both sales (a share holds a tab in each) and every invariant, each one PASS.
+    for name in (
+        "no oversell",
+        "stock conserved",
+        "stored orders equal stock sold",
+        "shuffle fairness",
+        "later joiners in FIFO order",
+        "zero lost places",
+        "reloads keep the place",
+    ):
+        passed = [line for line in lines if line.startswith(f"PASS  {name} [")]
+        assert len(passed) == 2, (name, output[-3000:])
+    assert "PASS  every visitor finished: 40 of 40" in output
+    assert not any(line.startswith("FAIL") for line in lines), output
+    # 40 visitors for 10 units: the main sale sells out (the second one has only a share).
+    sold = [line for line in lines if line.startswith("PASS  no oversell") and "-b]" not in line]
+    assert len(sold) == 1 and "left 0, sold 10;" in sold[0], sold
+
+    report = (out_dir / "report.md").read_text()
+    assert "40 visitors, 10 in stock" in report
+    for chart in CHARTS:
+        png = out_dir / f"{chart}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f"]({chart}.png)" in report
+    for csv_file in ("timeline.csv", "tabs.csv", "locust_stats.csv"):
+        assert (out_dir / csv_file).stat().st_size > 0, csv_file
+    # One row per tab plus the header: 40 visitors, some of them with a second tab.
+    tab_rows = (out_dir / "tabs.csv").read_text().splitlines()
+    assert 41 <= len(tab_rows) <= 81, len(tab_rows)
+
+
+async def test_bad_input_is_one_line_and_exit_code_2() -> None:
+    code, output = await _storm("--visitors", "10", "--stock", "5", "--abandon-share", "1.5")
+    assert code == 2
+    assert output.strip() == "flashsale storm: --abandon-share must be from 0 to 1"
+
+
+# --- the checker on broken input -------------------------------------------------------------
+
+
+def _stats(**overrides: Any) -> dict[str, Any]:
+    stats: dict[str, Any] = {
+        "waiting": 0,
+        "admitted": 10,
+        "active": 0,
+        "tokens_issued": 10,
+        "orders": {"pending": 0, "placed": 10, "paid": 0, "cancelled": 0},
+        "stock_total": 10,
+        "stock_left": 0,
+        "admit_rate_per_s": 5.0,
+    }
+    stats.update(overrides)
+    return stats
+
+
+def _tab(joined: float, admitted: float | None, **extra: Any) -> dict[str, Any]:
+    return {
+        "product": "p",
+        "behaviour": "steady",
+        "join_sent": joined,
+        "join_done": joined + 0.01,
+        "join_state": "waiting",
+        "admitted_expiry": admitted,
+        "outcome": "bought" if admitted is not None else "sold_out",
+        "lost": 0,
+        **extra,
+    }
+
+
+def _by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name.split(" [")[0]: c for c in checks}
+
+
+def test_the_checker_passes_a_sound_fifo_sale() -> None:
+    tabs = [_tab(i, 100.0 + i // 5) for i in range(10)] + [_tab(10 + i, None) for i in range(5)]
+    checks = check_sale("p", "fifo", _stats(), tabs)
+    assert all(c.ok for c in checks), [c.line() for c in checks]
+
+
+def test_the_checker_fails_on_oversell() -> None:
+    tabs = [_tab(i, 100.0) for i in range(11)]
+    oversold = _stats(stock_left=-1, orders={"pending": 0, "placed": 11, "paid": 0, "cancelled": 0})
+    checks = _by_name(check_sale("p", "fifo", oversold, tabs))
+    assert not checks["no oversell"].ok
+    assert "left -1" in checks["no oversell"].detail
+    # More orders told "taken" than the stock, even with the counters looking sane.
+    told = _by_name(check_sale("p", "fifo", _stats(), tabs))
+    assert not told["no oversell"].ok
+
+
+def test_the_checker_fails_when_stock_or_orders_do_not_add_up() -> None:
+    tabs = [_tab(i, 100.0) for i in range(10)]
+    lost_order = _stats(orders={"pending": 0, "placed": 9, "paid": 0, "cancelled": 0})
+    checks = _by_name(check_sale("p", "fifo", lost_order, tabs))
+    assert not checks["stock conserved"].ok
+    assert not checks["stored orders equal stock sold"].ok
+    undrained = _stats(orders={"pending": 3, "placed": 7, "paid": 0, "cancelled": 0})
+    assert not _by_name(check_sale("p", "fifo", undrained, tabs))[
+        "stored orders equal stock sold"
+    ].ok
+
+
+def test_the_checker_fails_on_unfair_or_lost_places() -> None:
+    # FIFO: the visitor who joined at t=5 was admitted a batch before the one who joined at 1.
+    tabs = [_tab(i, 100.0 + (i == 1) - (i == 5)) for i in range(10)]
+    assert not _by_name(check_sale("p", "fifo", _stats(), tabs))["FIFO fairness"].ok
+    # ... or never, while someone who joined after it was.
+    tabs = [_tab(0, None)] + [_tab(i, 100.0) for i in range(1, 11)]
+    assert not _by_name(check_sale("p", "fifo", _stats(), tabs))["FIFO fairness"].ok
+    # A visitor who kept polling and still lost its place.
+    tabs = [_tab(i, 100.0, lost=int(i == 3)) for i in range(10)]
+    assert not _by_name(check_sale("p", "fifo", _stats(), tabs))["zero lost places"].ok
+    # A reload that handed out a second place.
+    tabs = [_tab(i, 100.0, refresh_new_place=int(i == 2)) for i in range(10)]
+    assert not _by_name(check_sale("p", "fifo", _stats(), tabs))["reloads keep the place"].ok
+    assert not check_finished(40, 39).ok
+
+
+def test_the_checker_fails_a_shuffle_out_of_draw_order_or_with_a_forged_draw() -> None:
+    seed = new_seed()
+    info = {"shuffle_seed": seed, "shuffle_commitment": commitment(seed)}
+    early = [
+        _tab(i, None, join_state="not_started", visitor_id=f"v{i}", draw=draw(seed, f"v{i}"))
+        for i in range(10)
+    ]
+    for batch, tab in enumerate(sorted(early, key=lambda t: t["draw"])):
+        tab["admitted_expiry"], tab["outcome"] = 100.0 + batch // 5, "bought"
+    late = [_tab(20 + i, 102.0, outcome="order_refused") for i in range(5)]
+    checks = check_sale("p", "shuffle", _stats(), early + late, info)
+    assert all(c.ok for c in checks), [c.line() for c in checks]
+
+    swapped = [dict(t) for t in early]
+    ordered = sorted(swapped, key=lambda t: t["draw"])
+    ordered[0]["admitted_expiry"], ordered[-1]["admitted_expiry"] = 101.0, 100.0
+    assert not _by_name(check_sale("p", "shuffle", _stats(), swapped + late, info))[
+        "shuffle fairness"
+    ].ok
+    jumped = [*early, _tab(20, 99.0)]
+    assert not _by_name(check_sale("p", "shuffle", _stats(), jumped, info))["shuffle fairness"].ok
+    forged = [dict(t) for t in early]
+    forged[0]["draw"] = "0" * 64
+    assert not _by_name(check_sale("p", "shuffle", _stats(), forged, info))["draw verifiable"].ok
+    wrong_seed = {**info, "shuffle_commitment": commitment(new_seed())}
+    assert not _by_name(check_sale("p", "shuffle", _stats(), early, wrong_seed))[
+        "draw verifiable"
+    ].ok
