@@ -25,8 +25,10 @@ ACCESS_SALT = "flashsale.access-token.v1"
 
 # --- Polling and timing -----------------------------------------------------------------------
 POLL_MIN_MS = 1_000
-POLL_MAX_MS = 30_000
-POLL_ETA_FRACTION = 4  # ask again after a quarter of the expected wait
+POLL_MAX_MS = 50_000  # below the default pickup_s (60): a poll never sleeps through a turn
+# Ask again after three quarters of the expected wait: about 9 polls for a 5-minute wait, and
+# the last ones a second apart, so the turn is noticed within a second or so (bench/README.md).
+POLL_WAIT_SHARE = 0.75
 RATE_WINDOW_MS = 30_000  # admission rate is measured over this window
 SWEEP_LIMIT = 1_000  # abandoned places dropped per tick, so a tick stays O(1)
 DRAW_CHUNK = 5_000  # early visitors read and re-scored per round trip during the draw

@@ -7,11 +7,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from infra.constants import (
-    POLL_ETA_FRACTION,
-    POLL_MAX_MS,
-    POLL_MIN_MS,
-)
+from infra.constants import POLL_MAX_MS, POLL_MIN_MS, POLL_WAIT_SHARE
 from infra.sale.shuffle import draw
 from infra.sale.views import iso_utc
 
@@ -77,7 +73,7 @@ def poll_after_ms(reply: Reply) -> int:
             wait_ms = reply.position / reply.rate * 1000
         else:
             wait_ms = reply.position * 1000  # not moving yet: assume about one a second
-        return int(min(cap, max(POLL_MIN_MS, wait_ms / POLL_ETA_FRACTION)))
+        return int(min(cap, max(POLL_MIN_MS, wait_ms * POLL_WAIT_SHARE)))
     if reply.state == "paused":
         return min(cap, 5 * POLL_MIN_MS)
     return cap  # admitted, expired, sold_out, closed: nothing more will change soon
