@@ -52,15 +52,26 @@ if state == 'open' then
   end
 end
 
--- The measured admission rate over the last `window` ms feeds every visitor's eta.
-redis.call('ZADD', KEYS[11], now, ARGV[4] .. ':' .. #admitted)
-redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now - window)
-local total = 0
-for _, entry in ipairs(redis.call('ZRANGE', KEYS[11], 0, -1)) do
-  total = total + tonumber(string.match(entry, ':(%d+)$'))
+-- The measured admission rate feeds every visitor's eta and poll_after_ms. Only ticks that
+-- could admit are samples, each worth one interval: time spent paused, before the draw or
+-- without a scheduler is not a slow line, and counting it (as the time since the start did)
+-- told the visitors of a line moving at full speed to come back much later than their turn.
+-- With no sample in the window, the field goes and lib.lua reports the configured rate.
+if state == 'open' then
+  redis.call('ZADD', KEYS[11], now, ARGV[4] .. ':' .. #admitted)
 end
-local span = math.max(math.min(window, now - s.start_ms), 1000)
-redis.call('HSET', K_SALE, 'rate', string.format('%.3f', total * 1000 / span))
+redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now - window)
+local samples = redis.call('ZRANGE', KEYS[11], 0, -1)
+if #samples > 0 then
+  local total = 0
+  for _, entry in ipairs(samples) do
+    total = total + tonumber(string.match(entry, ':(%d+)$'))
+  end
+  local span = #samples * math.max(s.interval_ms, 1)
+  redis.call('HSET', K_SALE, 'rate', string.format('%.3f', total * 1000 / span))
+else
+  redis.call('HDEL', K_SALE, 'rate')
+end
 
 local reply = { 'admitted', now, now + s.token_ttl_ms }
 for _, v in ipairs(admitted) do

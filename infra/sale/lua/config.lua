@@ -31,6 +31,11 @@ else
   end
 end
 redis.call('HSET', K_SALE, unpack(ARGV, 2))
+if op == 'create' then
+  -- `rate` is what admit.lua measured; a new sale has measured nothing, and lib.lua then
+  -- reports the configured rate (a stored 0 would say that the line does not move).
+  redis.call('HDEL', K_SALE, 'rate')
+end
 if op == 'create' and tonumber(fields.start_ms) <= now_ms() then
   -- Created after its start: there was no pre-queue, hence nobody to draw; open at once.
   redis.call('HSET', K_SALE, 'opened', '1', 'cut', '0')

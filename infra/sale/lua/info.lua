@@ -11,7 +11,7 @@ local cfg = redis.call('HMGET', K_SALE, 'name', 'price', 'currency', 'stock_tota
   'commitment', 'per_user_limit')
 local reply = {
   'state', state, 'now_ms', now, 'start_ms', s.start_ms, 'end_ms', s.end_ms,
-  'mode', s.mode, 'rate', s.rate or '0', 'stock_left', math.max(s.stock, 0),
+  'mode', s.mode, 'rate', s.rate, 'stock_left', math.max(s.stock, 0),
   'waiting', redis.call('ZCARD', K_LINE), 'active', redis.call('ZCARD', K_ADMITTED),
   'name', cfg[1], 'price', cfg[2], 'currency', cfg[3], 'stock_total', cfg[4],
   'issued', cfg[5] or '0', 'per_user_limit', cfg[7],

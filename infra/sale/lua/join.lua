@@ -40,7 +40,7 @@ redis.call('HDEL', K_FATE, v)
 if state == 'open' and redis.call('ZCARD', K_LINE) == 0 and allowance(s, 1) > 0 then
   admit(s, v, now)
   redis.call('HINCRBY', K_SALE, 'issued', 1)
-  return { 'ok', 'passthrough', -1, 0, s.rate or '0', '', now + s.token_ttl_ms, now,
+  return { 'ok', 'passthrough', -1, 0, s.rate, '', now + s.token_ttl_ms, now,
     s.start_ms, 0, '', s.abandon_ms, 1 }
 end
 local seq = redis.call('INCR', K_SEQ)

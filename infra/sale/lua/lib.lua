@@ -10,6 +10,7 @@ local K_SALE, K_SEQ, K_LINE, K_SEEN, K_ADMITTED, K_UNPICKED, K_TOKENS, K_FATE, K
 local SALE_FIELDS = {
   'start_ms', 'end_ms', 'prequeue_ms', 'mode', 'batch_size', 'max_active', 'token_ttl_ms',
   'abandon_ms', 'pickup_ms', 'overbook', 'opened', 'paused', 'cancelled', 'rate', 'cut', 'seed',
+  'interval_ms',
 }
 
 local function now_ms()
@@ -28,10 +29,18 @@ local function load_sale()
     s[name] = raw[i]
   end
   for _, name in ipairs({ 'start_ms', 'end_ms', 'prequeue_ms', 'batch_size', 'max_active',
-      'token_ttl_ms', 'abandon_ms', 'pickup_ms', 'overbook', 'cut' }) do
+      'token_ttl_ms', 'abandon_ms', 'pickup_ms', 'overbook', 'cut', 'interval_ms' }) do
     s[name] = tonumber(s[name]) or 0
   end
   s.stock = tonumber(redis.call('GET', K_STOCK)) or 0
+  -- Until admit.lua has measured the line moving (the opening, or a long pause), the best
+  -- estimate of the admission rate is the configured one. Reporting 0 instead told every
+  -- visitor polled at the opening that the line was not moving, so they were sent away for
+  -- the longest poll (30 s) while the scheduler admitted at full speed: their admissions were
+  -- picked up late, filled the stock x overbook cap, and the sale sold out at ~0.4x its rate.
+  if not s.rate then
+    s.rate = string.format('%.3f', s.batch_size * 1000 / math.max(s.interval_ms, 1))
+  end
   return s
 end
 
@@ -109,7 +118,7 @@ end
 --     abandon_ms }
 -- code is 'ok', 'place_lost' or 'ticket_invalid'; position -1 means none.
 local function visitor_status(s, state, v, now, touch)
-  local reply = { 'ok', state, -1, 0, s.rate or '0', '', 0, now, s.start_ms, 0, '', s.abandon_ms }
+  local reply = { 'ok', state, -1, 0, s.rate, '', 0, now, s.start_ms, 0, '', s.abandon_ms }
   if state == 'closed' or state == 'sold_out' then
     return reply
   end
