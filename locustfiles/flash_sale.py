@@ -42,7 +42,7 @@ from typing import Any, TextIO
 
 import gevent
 import orjson
-from locust import FastHttpUser, events, task
+from locust import FastHttpUser, events, runners, task
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner
 from locust.stats import CSV_STATS_INTERVAL_SEC
@@ -75,6 +75,12 @@ MAX_ORDER_ATTEMPTS = 5
 # A visitor that re-joins this often in a row is told something is wrong, not looping forever.
 MAX_REJOINS = 5
 MAX_UNANSWERED = 5  # status polls in a row without any HTTP answer before giving up
+
+# A storm's worker is busy, not dead. After 3 missed heartbeats (Locust's default) the master
+# calls it missing and hands its visitors to the other workers; when it answers again it keeps
+# its own as well, and a storm of N visitors became one of N + thousands (seen at 20,000 on
+# two cores). Only a worker silent for a minute counts as gone.
+runners.HEARTBEAT_LIVENESS = max(runners.HEARTBEAT_LIVENESS, 60)
 
 METRIC_TYPE = "VISITOR"
 OUTCOME_TYPE = "OUTCOME"

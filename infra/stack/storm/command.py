@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from infra.stack.storm.report import figures, write_report
 from infra.stack.storm.swarm import SwarmPlan, read_failures, read_stats, swarm
 
 SAMPLE_S = 1.0
+RATE_WINDOW = 8  # samples
 # The file descriptors a storm needs: one connection per visitor tab in a Locust worker and
 # as many again in the queue server, which inherits our limit through `flashsale up`.
 WANTED_FILES = 262_144
@@ -184,7 +186,10 @@ async def watch(
     bar = progress.add_task("visitors", total=opts.visitors)
     timeline: list[dict[str, Any]] = []
     deadline = started + opts.duration_s + 60  # Locust's own -t, plus its shutdown
-    last_requests, last_t, last_print = 0, 0.0, 0.0
+    # Workers report to the master every few seconds, so the request count moves in steps:
+    # the rate is taken over a window of several seconds, not between two samples.
+    window: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
+    last_print = 0.0
     with Live(progress, console=console, refresh_per_second=2) as live:
         while master.returncode is None and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
@@ -193,8 +198,9 @@ async def watch(
             numbers = read_stats(out)
             row: dict[str, Any] = {"t": round(t, 2), "requests": numbers.requests}
             row.update(failures=numbers.failures, done=numbers.done)
-            row["rps"] = round((numbers.requests - last_requests) / max(t - last_t, 1e-9), 1)
-            last_requests, last_t = numbers.requests, t
+            window.append((t, numbers.requests))
+            (t0, r0), (t1, r1) = window[0], window[-1]
+            row["rps"] = round((r1 - r0) / (t1 - t0), 1) if t1 > t0 else 0.0
             for p in names:
                 with contextlib.suppress(httpx.HTTPError, ValueError):
                     s = await admin.stats(p)

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--refresh-share", type=float, default=0.0, help="share who reload and re-join (0..1)")
     a("--two-sales-share", type=float, default=0.0, help="share with a tab in two sales (0..1)")
     a("--abandon-s", type=int, default=90, help="sale's abandon_s (poll cap is a third)")
-    a("--pickup-s", type=int, default=45, help="sale's pickup_s")
+    a("--pickup-s", type=int, default=60, help="sale's pickup_s (default 60)")
     a("--overbook", type=float, default=1.0, help="sale's overbook (default 1.0)")
     a("--workers", type=int, default=os.cpu_count() or 1, help="Locust workers (one per core)")
     a("--drain-timeout", type=float, default=120.0, help="seconds to wait for stored orders")

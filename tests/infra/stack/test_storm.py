@@ -178,7 +178,15 @@ def test_the_checker_fails_on_unfair_or_lost_places() -> None:
     # A reload that handed out a second place.
     tabs = [_tab(i, 100.0, refresh_new_place=int(i == 2)) for i in range(10)]
     assert not _by_name(check_sale("p", "fifo", _stats(), tabs))["reloads keep the place"].ok
+    # An admission that expired before its polling visitor came back: a turn lost, though
+    # the order of everyone else is still judged (and fair).
+    tabs = [_tab(i, 100.0) for i in range(9)] + [_tab(0.5, None, outcome="expired")]
+    checks = _by_name(check_sale("p", "fifo", _stats(stock_left=1), tabs))
+    assert not checks["zero lost places"].ok
+    assert "1 admissions expired" in checks["zero lost places"].detail
+    assert checks["FIFO fairness"].ok
     assert not check_finished(40, 39).ok
+    assert not check_finished(40, 41).ok  # Locust ran more visitors than asked
 
 
 def test_the_checker_fails_a_shuffle_out_of_draw_order_or_with_a_forged_draw() -> None:
