@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import Scope
 
 from infra.constants import (
     ACCESS_COOKIE,
@@ -43,10 +43,13 @@ from token_gate.codec import AccessToken, TokenCodec, TokenExpired, TokenInvalid
 from token_gate.proxy import build_response, upstream_headers
 from token_gate.ratelimit import VisitorLimiter
 from token_gate.request_id import RequestIdMiddleware
+from token_gate.upstream import Upstream, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("flashsale.gate")
 
-UPSTREAM_TIMEOUT = httpx.Timeout(UPSTREAM_READ_TIMEOUT_S, connect=UPSTREAM_CONNECT_TIMEOUT_S)
+UPSTREAM_TIMEOUT = UpstreamTimeout(
+    connect_s=UPSTREAM_CONNECT_TIMEOUT_S, read_s=UPSTREAM_READ_TIMEOUT_S
+)
 # The shop's own "I cannot serve now" answers: passed on to the client, but they count
 # against the breaker like a refused connection.
 UPSTREAM_FAILURE_STATUSES = frozenset({502, 503, 504})
@@ -75,17 +78,18 @@ def _unavailable(retry_after: str) -> errors.UpstreamUnavailable:
     )
 
 
-class _Gate(Starlette):
-    def build_middleware_stack(self) -> ASGIApp:
-        # Outside even Starlette's ServerErrorMiddleware, so that an unexpected 500 carries the
-        # request id as well: that is the answer whose id someone will go looking for.
-        return RequestIdMiddleware(super().build_middleware_stack())
+def _target(scope: Scope) -> str:
+    """The request target exactly as the client sent it (path and raw query): the shop then
+    decodes the very path the gate checked, and ?a=1&a=2 keeps both values."""
+    raw_path = scope.get("raw_path") or quote(scope["path"]).encode()
+    query = scope.get("query_string", b"")
+    return (raw_path + b"?" + query if query else raw_path).decode("latin-1")
 
 
 def create_app(
     settings: Settings,
     *,
-    upstream_timeout: httpx.Timeout = UPSTREAM_TIMEOUT,
+    upstream_timeout: UpstreamTimeout = UPSTREAM_TIMEOUT,
     breaker: CircuitBreaker | None = None,
 ) -> Starlette:
     """The gate; tests pass a short `upstream_timeout` and a breaker with a short cool-down."""
@@ -108,56 +112,44 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = create_redis(settings.redis_url)
-        client = httpx.AsyncClient(
-            base_url=settings.shop_url,
-            timeout=upstream_timeout,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
         app.state.redis = redis
-        app.state.client = client
         app.state.limiter = VisitorLimiter(SaleScripts(redis), settings.visitor_rate)
         app.state.breaker = breaker
         try:
-            yield
+            async with Upstream(settings.shop_url, upstream_timeout) as upstream:
+                app.state.upstream = upstream
+                yield
         finally:
-            await client.aclose()
             await redis.aclose()
 
-    async def call_shop(client: httpx.AsyncClient, upstream: httpx.Request) -> Response:
+    async def call_shop(
+        upstream: Upstream, method: str, target: str, headers: list[tuple[str, str]], body: bytes
+    ) -> Response:
         try:
             ticket = breaker.acquire()
         except BreakerOpen as exc:
             metrics.inc("upstream_rejected_total")
             raise _unavailable(retry_after_s(exc.retry_after_s * 1000)) from None
         try:
-            reply = await client.send(upstream, stream=True)
-            try:
-                # Read whole (bodies are small JSON): a timeout in the middle of the body is
-                # then a clean 503, not a 200 cut short. Raw bytes, so Content-Encoding holds.
-                body = b"".join([chunk async for chunk in reply.aiter_raw()])
-            finally:
-                await reply.aclose()
-        except httpx.HTTPError as exc:
+            reply = await upstream.request(method, target, headers, body)
+        except UpstreamError as exc:
             breaker.failure(ticket)
-            metrics.inc("upstream_errors_total", cause=type(exc).__name__)
-            log.warning(
-                "shop call failed: %s",
-                type(exc).__name__,
-                extra={"request_id": upstream.headers.get("x-request-id", "")},
-            )
+            metrics.inc("upstream_errors_total", cause=exc.cause)
+            request_id = next((v for k, v in headers if k.lower() == "x-request-id"), "")
+            log.warning("shop call failed: %s", exc.cause, extra={"request_id": request_id})
             raise _unavailable(str(UPSTREAM_RETRY_AFTER_S)) from None
         except BaseException:
             breaker.release(ticket)  # cancelled (client gone, shutdown): no verdict on the shop
             raise
-        if reply.status_code in UPSTREAM_FAILURE_STATUSES:
+        if reply.status in UPSTREAM_FAILURE_STATUSES:
             breaker.failure(ticket)
-            metrics.inc("upstream_errors_total", cause=f"status_{reply.status_code}")
+            metrics.inc("upstream_errors_total", cause=f"status_{reply.status}")
         else:
             breaker.success(ticket)
-        return build_response(reply, body, head=upstream.method == "HEAD")
+        return build_response(reply, head=method == "HEAD")
 
     async def forward(request: Request, identity: dict[str, str]) -> Response:
-        # "%2E%2E" arrives decoded as "..", which httpx would resolve: the shop would get
+        # "%2E%2E" arrives decoded as "..", which the shop would resolve: it would get
         # another path (another product's orders, the admin API) than the one checked here.
         if any(segment in (".", "..") for segment in request.url.path.split("/")):
             raise errors.NotFound("no such resource")
@@ -165,12 +157,9 @@ def create_app(
         # LimitsMiddleware cannot refuse it up front, and nothing of it may reach the shop.
         body = await read_body(request)
         headers = upstream_headers(request.headers, {**identity, HEADER_GATE_SECRET: gate_secret})
-        query = request.scope.get("query_string", b"")
-        # The raw query string: Starlette's QueryParams would keep one value of ?a=1&a=2.
-        url = httpx.URL(path=request.url.path, query=query) if query else request.url.path
-        client: httpx.AsyncClient = request.app.state.client
-        upstream = client.build_request(request.method, url, headers=headers, content=body)
-        return await call_shop(client, upstream)
+        return await call_shop(
+            request.app.state.upstream, request.method, _target(request.scope), headers, body
+        )
 
     async def public(request: Request) -> Response:
         return await forward(request, {})
@@ -204,25 +193,34 @@ def create_app(
     async def healthz(request: Request) -> Response:
         # Redis first: its errors become 503 `unavailable` through the app's handler.
         await request.app.state.redis.ping()
+        upstream: Upstream = request.app.state.upstream
         try:
-            reply = await request.app.state.client.get(
-                "/healthz", timeout=UPSTREAM_HEALTH_TIMEOUT_S
+            reply = await upstream.request(
+                "GET", "/healthz", [], timeout_s=UPSTREAM_HEALTH_TIMEOUT_S
             )
-        except httpx.HTTPError:
+        except UpstreamError:
             reply = None
-        if reply is None or reply.status_code != 200:
+        if reply is None or reply.status != 200:
             raise errors.UpstreamUnavailable(
                 "the shop is not answering", headers={"Retry-After": str(UPSTREAM_RETRY_AFTER_S)}
             )
         return JSONResponse({"status": "ok"})
 
     order_methods = ["GET", "POST", "DELETE"]
-    routes = [
-        Route("/products", public, methods=["GET"]),
+    # What a drop hammers: the product page, then the orders of every admitted visitor.
+    hot = [
         Route("/products/{product_id}", public, methods=["GET"]),
         Route("/products/{product_id}/orders", orders, methods=order_methods),
         Route("/products/{product_id}/orders/{rest:path}", orders, methods=order_methods),
+    ]
+    routes = [
+        Route("/products", public, methods=["GET"]),
+        *hot,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    return build_app(routes, lifespan, metrics, app_class=_Gate)
+    app = build_app(routes, lifespan, metrics, hot_routes=hot)
+    # Outside even Starlette's ServerErrorMiddleware (and the hot routes), so that every answer,
+    # an unexpected 500 included, carries the request id: the one someone will go looking for.
+    app.middleware_stack = RequestIdMiddleware(app.middleware_stack)
+    return app

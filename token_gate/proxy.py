@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import httpx
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from infra.constants import GATE_STRIPPED_HEADERS
+from token_gate.upstream import Reply
 
 # Hop-by-hop headers (RFC 9110 7.6.1) never cross a proxy, nor do the ones `Connection` names.
 HOP_BY_HOP = frozenset(
@@ -28,7 +28,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Set anew for the upstream request: httpx writes Host and the length of the body it sends.
+# Set anew for the upstream request: the client writes Host and the length of what it sends.
 _REQUEST_ONLY = frozenset({"host", "content-length"})
 
 
@@ -39,36 +39,34 @@ def _hop_by_hop(connection_values: Iterable[str]) -> set[str]:
 
 def upstream_headers(headers: Headers, extra: Mapping[str, str]) -> list[tuple[str, str]]:
     """The client's headers as the shop gets them: no hop-by-hop, no identity the client
-    claims (`extra`, set from the verified token, replaces it), nothing left to httpx's
-    defaults that the client did not ask for."""
+    claims (`extra`, set from the verified token, replaces it), nothing left to the upstream
+    client's defaults that the client did not ask for."""
     drop = _hop_by_hop(headers.getlist("connection")) | _REQUEST_ONLY
     drop |= set(GATE_STRIPPED_HEADERS) | {name.lower() for name in extra}
     kept = [(k, v) for k, v in headers.items() if k not in drop]
     if "accept-encoding" not in headers:
-        # httpx would ask for gzip; the body is passed on raw, so the client would get a
-        # compression it never offered to decode.
+        # The upstream client would ask for gzip; the body is passed on raw, so the client
+        # would get a compression it never offered to decode.
         kept.append(("accept-encoding", "identity"))
     return kept + list(extra.items())
 
 
-def build_response(reply: httpx.Response, body: bytes, head: bool = False) -> Response:
+def build_response(reply: Reply, head: bool = False) -> Response:
     """The shop's answer as the gate's response, repeated headers kept line by line.
 
-    `body` is the raw (still encoded) content, so Content-Encoding stays true. Content-Length
+    The body is the raw (still encoded) content, so Content-Encoding stays true. Content-Length
     is recomputed from it, except for HEAD, whose empty body stands for the shop's length.
     """
-    drop = _hop_by_hop(reply.headers.get_list("connection", split_commas=True))
+    raw = [(name.lower(), value) for name, value in reply.raw_headers]
+    connection = [value.decode("latin-1") for name, value in raw if name == b"connection"]
+    drop = {name.encode("latin-1") for name in _hop_by_hop(connection)}
     if not head:
-        drop.add("content-length")
-    raw = [
-        (name.lower(), value)
-        for name, value in reply.headers.raw
-        if name.decode("latin-1").lower() not in drop
-    ]
-    response = Response(status_code=reply.status_code)
-    no_body = head or reply.status_code < 200 or reply.status_code in (204, 304)
+        drop.add(b"content-length")
+    kept = [(name, value) for name, value in raw if name not in drop]
+    response = Response(status_code=reply.status)
+    no_body = head or reply.status < 200 or reply.status in (204, 304)
     if not no_body:
-        response.body = body
-        raw.append((b"content-length", str(len(body)).encode()))
-    response.raw_headers = raw
+        response.body = reply.body
+        kept.append((b"content-length", str(len(reply.body)).encode()))
+    response.raw_headers = kept
     return response

@@ -57,14 +57,16 @@ def build_app(
     lifespan: Lifespan[Starlette],
     metrics: Metrics,
     middleware: Sequence[Middleware] = (),
-    app_class: type[Starlette] = Starlette,
     hot_routes: Sequence[Route] = (),
 ) -> Starlette:
     """Every HTTP process's app: request metrics outermost, then the header and body
     limits, then the app's own middleware; one JSON error shape for every failure.
-    `app_class` lets an app wrap even Starlette's own error handling (the gate does).
-    `hot_routes` (also listed in `routes`) are served around that stack (infra.web.hotroutes)."""
-    app = app_class(
+    `hot_routes` (also listed in `routes`) are served around that stack (infra.web.hotroutes).
+
+    The stack is built now rather than on the first request, as Starlette would, so that an
+    app can stand something in front of all of it: ``app.middleware_stack = Outer(app.
+    middleware_stack)`` (the gate's request ids do)."""
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=metrics),
@@ -75,10 +77,8 @@ def build_app(
         exception_handlers=errors.exception_handlers(),
         lifespan=lifespan,
     )
-    if hot_routes:
-        # Built now rather than on the first request, as Starlette would: the hot routes must
-        # stand in front of the finished stack.
-        app.middleware_stack = HotRoutes(app.build_middleware_stack(), hot_routes, metrics)
+    stack = app.build_middleware_stack()
+    app.middleware_stack = HotRoutes(stack, hot_routes, metrics) if hot_routes else stack
     return app
 
 

@@ -123,8 +123,9 @@ async def test_repeated_request_headers_and_query_values_reach_the_shop(
 async def test_hop_by_hop_headers_do_not_cross(echo_gate: httpx.AsyncClient, echo: Echo) -> None:
     headers = {"Connection": "keep-alive, x-secret-hop", "X-Secret-Hop": "1", "TE": "trailers"}
     assert (await echo_gate.get("/products", headers=headers)).status_code == 299
-    # Connection itself is the upstream client's own, for its own hop.
-    assert echo.header(0, "connection") == ["keep-alive"]
+    # Connection itself is the upstream client's own, for its own hop (HTTP/1.1 keeps the
+    # connection alive without saying so): nothing of the client's value crosses.
+    assert echo.header(0, "connection") in ([], ["keep-alive"])
     assert echo.header(0, "x-secret-hop") == []
     assert echo.header(0, "te") == []
 

@@ -22,6 +22,7 @@ from tests.token_gate.upstreams import (
 )
 from token_gate.app import create_app as create_gate
 from token_gate.breaker import CircuitBreaker
+from token_gate.upstream import UpstreamTimeout
 
 COOLDOWN_S = 0.3
 
@@ -138,7 +139,7 @@ async def test_slow_shop_is_503_after_the_upstream_timeout(
 ) -> None:
     app = create_gate(
         gate_settings.replace(shop_upstream_url=upstream.url),
-        upstream_timeout=httpx.Timeout(0.2, connect=0.5),
+        upstream_timeout=UpstreamTimeout(connect_s=0.5, read_s=0.2),
     )
     upstream.hang = True
     async with running(app) as gate:
