@@ -1,9 +1,22 @@
--- One admission tick of one sale, claimed so that it happens once across schedulers.
--- KEYS 1-9: see lib.lua; KEYS[10]: this tick's claim key; KEYS[11]: the admission log.
--- ARGV: claim ttl ms, sweep limit, rate window ms, tick number, interval ms.
--- Reply: {'claimed'} (another scheduler had it) | {'gone'} | {'idle', state}
---        | {'admitted', now_ms, token_expiry_ms, visitor...}: the caller mints and stores
---        the tokens of these visitors.
+-- One admission tick of one sale, claimed so that it happens once across schedulers, in two
+-- steps (HMAC is not available in Redis Lua, so the scheduler mints the tokens in between).
+-- Step 1, the tick:
+--   KEYS 1-9: see lib.lua; KEYS[10]: this tick's claim key; KEYS[11]: the admission log.
+--   ARGV: claim ttl ms, sweep limit, rate window ms, tick number, interval ms.
+--   Reply: {'claimed'} (another scheduler had it) | {'gone'} | {'idle', state}
+--          | {'admitted', now_ms, token_expiry_ms, visitor...}: the caller mints and stores
+--          the tokens of these visitors.
+-- Step 2, 'store': KEYS 1-9. ARGV: 'store', then visitor, token pairs. Reply: tokens stored.
+--   One command for the whole batch (a pipeline of HSETNX was one per visitor, which made an
+--   admitted visitor cost two commands with its pickup). HSETNX: a queue server that saw the
+--   admission first may have minted and handed out a token already (complete.lua); it stays.
+if ARGV[1] == 'store' then
+  local stored = 0
+  for i = 2, #ARGV, 2 do
+    stored = stored + redis.call('HSETNX', K_TOKENS, ARGV[i], ARGV[i + 1])
+  end
+  return stored
+end
 local claim_ttl, sweep, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if not redis.call('SET', KEYS[10], '1', 'NX', 'PX', claim_ttl) then
   return { 'claimed' }
