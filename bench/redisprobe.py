@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
 import time
 from collections import Counter
@@ -22,6 +23,13 @@ from redis.asyncio import Redis
 from infra.sale.scripts import SCRIPT_NAMES, source
 
 PROBE_NAME = "flashsale-bench-probe"
+
+
+def _script_names() -> dict[str, str]:
+    """sha1 -> script name, from the files as they are now (``source`` caches them)."""
+    return {hashlib.sha1(source.__wrapped__(n).encode()).hexdigest(): n for n in SCRIPT_NAMES}
+
+
 # Per connection, not per operation: a pool that opens a connection during the window sends
 # these once. They are left out of the per-operation counts (and listed in the breakdown).
 HANDSHAKE = frozenset({"AUTH", "HELLO", "SELECT", "CLIENT"})
@@ -81,6 +89,7 @@ class ClientCommands:
         self._task: asyncio.Task[None] | None = None
         self._probe_addr = ""
         self._before: Counter[str] = Counter()
+        self._scripts = _script_names()
 
     @property
     def total(self) -> int:
@@ -126,7 +135,11 @@ class ClientCommands:
             if cmd["client_type"] == "lua":
                 self.inner += 1
                 continue
-            name = cmd["command"].split(" ", 1)[0].upper()
+            parts = cmd["command"].split(" ", 2)
+            name = parts[0].upper()
+            if name == "EVALSHA" and len(parts) > 1:
+                # Which script: the breakdown then reads "EVALSHA join", "EVALSHA admit".
+                name = f"EVALSHA {self._scripts.get(parts[1], parts[1][:8])}"
             if f"{cmd['client_address']}:{cmd['client_port']}" == self._probe_addr:
                 if name == "ECHO" and self._end in cmd["command"]:
                     return

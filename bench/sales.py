@@ -7,6 +7,7 @@ counter), without paying HTTP for a million joins.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from redis.asyncio import Redis
 from infra.constants import SALES_KEY
 from infra.sale.keys import SaleKeys
 from infra.sale.scripts import SaleScripts, source
+from infra.web.metrics import Metrics
+from scheduler.admission import Admissions
 from shop.sales import create_sale
 from token_gate.codec import TokenCodec, new_visitor_id
 
@@ -46,22 +49,46 @@ async def new_sale(redis: Redis, prefix: str, **fields: Any) -> SaleKeys:
 async def fill_line(redis: Redis, keys: SaleKeys, count: int, keep: int = 1_000) -> list[str]:
     """Join ``count`` new visitors through ``join.lua``; returns ``keep`` of their ids, spread
     evenly from the front of the line to its back."""
-    join = redis.register_script(source("join"))
+    sha = await redis.script_load(source("join"))
     script_keys = [*keys.base, keys.join_rate(LOADER_IP)]
     step = max(1, count // keep)
     kept: list[str] = []
     for low in range(0, count, LOAD_CHUNK):
+        batch = [new_visitor_id() for _ in range(low, min(count, low + LOAD_CHUNK))]
         async with redis.pipeline(transaction=False) as pipe:
-            for i in range(low, min(count, low + LOAD_CHUNK)):
-                visitor = new_visitor_id()
-                if i % step == 0 and len(kept) < keep:
-                    kept.append(visitor)
-                # ARGV: visitor, holds no ticket, no join limit (0), burst 0.
-                await join(keys=script_keys, args=[visitor, 0, 0, 0], client=pipe)
+            for visitor in batch:
+                # ARGV: visitor, holds no ticket, no join limit (0), burst 0. EVALSHA
+                # directly: redis-py's Script wrapper costs more than the call itself here.
+                pipe.execute_command(
+                    "EVALSHA", sha, len(script_keys), *script_keys, visitor, 0, 0, 0
+                )
             replies = await pipe.execute()
-        if replies[-1][0] != "ok":
-            raise RuntimeError(f"join.lua refused the bench's visitors: {replies[-1]}")
+        for i, (visitor, reply) in enumerate(zip(batch, replies, strict=True)):
+            # An open sale with an empty line admits a joiner at once (a pass-through)
+            # instead of placing it: such a visitor would not be waiting.
+            if reply[0] != "ok" or reply[1] == "passthrough":
+                raise RuntimeError(f"join.lua did not place the bench's visitor: {reply[:2]}")
+            if (low + i) % step == 0 and len(kept) < keep:
+                kept.append(visitor)
     return kept
+
+
+async def waiting_sale(
+    redis: Redis, prefix: str, count: int, keep: int = 1_000
+) -> tuple[SaleKeys, list[str]]:
+    """An open FIFO sale whose line holds ``count`` waiting visitors (and ``keep`` of their
+    ids). They join in the pre-queue, as in a drop (an open sale with an empty line would let
+    them straight through); then the sale opens as the scheduler opens it."""
+    start = time.time() + 2
+    keys = await new_sale(redis, prefix, sale_start=iso_in(start - time.time()))
+    kept = await fill_line(redis, keys, count, keep)
+    await asyncio.sleep(max(0.0, start - time.time()) + 0.05)
+    scripts = SaleScripts(redis)
+    # open() mints nothing: any codec will do. No scheduler runs, so nobody is admitted.
+    admissions = Admissions(redis, scripts, TokenCodec(("bench" * 4,)), Metrics("bench"))
+    if await admissions.open(keys.product_id) != "done":
+        raise RuntimeError(f"the sale {keys.product_id} did not open")
+    return keys, kept
 
 
 def tickets(codec: TokenCodec, keys: SaleKeys, visitors: list[str]) -> list[str]:

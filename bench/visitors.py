@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -61,6 +62,9 @@ class Storm:
                 limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
                 timeout=httpx.Timeout(30.0),
                 trust_env=False,
+                # Pools are shared by many visitors: a stored ticket cookie would make every
+                # later joiner of the pool re-join as the first. Each visitor sends its own.
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             )
             for _ in range(shards)
         ]
@@ -83,6 +87,9 @@ class Storm:
         for task in done:
             if task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+        ids = [v.visitor_id for v in visitors if v.visitor_id]
+        if len(set(ids)) != len(ids):
+            raise RuntimeError(f"{len(ids)} joins gave only {len(set(ids))} distinct visitors")
         return visitors
 
     async def _visit(self, v: Visitor, client: httpx.AsyncClient) -> None:
