@@ -18,6 +18,11 @@ def _value_text(target: Target, value: float | None) -> str:
     return f"{value:,.3g}{unit}" if abs(value) < 1000 else f"{value:,.0f}{unit}"
 
 
+def _commit(details: dict[str, Any]) -> str:
+    commit = str(details.get("commit", ""))
+    return commit[:10] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
 def print_table(result: dict[str, Any], details: dict[str, Any]) -> None:
     table = Table(title=f"flashsale bench ({details.get('generator', '')})")
     table.add_column("figure")
@@ -33,7 +38,7 @@ def print_table(result: dict[str, Any], details: dict[str, Any]) -> None:
     m = result["machine"]
     caption = (
         f"{m['cpus']} × {m['cpu_model'] or 'cpu'}, Python {m['python']}, load "
-        f"{m['load_avg_start'][0]} → {m['load_avg_end'][0]}, commit {details['commit'][:10]}"
+        f"{m['load_avg_start'][0]} → {m['load_avg_end'][0]}, commit {_commit(details)}"
     )
     table.caption = caption
     Console().print(table)
@@ -64,7 +69,7 @@ def chart(result: dict[str, Any], path: Path, details: dict[str, Any]) -> Path:
     m = result["machine"]
     fig.suptitle(
         f"flashsale bench, {m['date']} — {m['cpus']} cores, {details.get('generator', '')}, "
-        f"commit {details.get('commit', '')[:10]}",
+        f"commit {_commit(details)}",
         fontsize=11,
     )
     fig.tight_layout()
