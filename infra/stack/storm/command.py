@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     except PlatformError as exc:
         print(f"flashsale storm: {exc}", file=sys.stderr, flush=True)
         return 1
+    except httpx.HTTPError as exc:  # the admin API stopped answering mid-storm
+        print(f"flashsale storm: admin API: {exc!r}", file=sys.stderr, flush=True)
+        return 1
 
 
 def raise_file_limit() -> None:
@@ -132,6 +135,9 @@ async def storm(opts: Options) -> int:
         async with swarm(plan) as running:
             timeline = await watch(running.master, admin, names, opts, out, console, started)
         ran_s = time.monotonic() - started
+        if running.master.returncode not in (0, None):
+            # Locust exits 1 when any request failed; the checks below say whether it matters.
+            print(f"\nlocust exited with code {running.master.returncode}; see {out}/locust-*.log")
         print("\nvisitors done; waiting for the order worker to store every order ...", flush=True)
         final = await drain(admin, names, opts.drain_timeout_s)
         infos = {p: await admin.sale_info(p) for p in names}
