@@ -100,12 +100,13 @@ class Admissions:
     async def _draw(self, keys: SaleKeys, cut: int, seed: str) -> int:
         """Order the early visitors (seqs 1..cut) by HMAC-SHA256(seed, visitor) ascending.
 
-        Their new scores are -cut..-1: disjoint from the seqs, so a draw that crashed halfway
+        Their new slots are -cut..-1: disjoint from the seqs, so a draw that crashed halfway
         is simply done again (the cut and the seed do not change), and every later joiner
-        (seq > cut) stays behind them.
+        (seq > cut) stays behind them. A place's score is its slot plus a fraction that says
+        when it last asked (lib.lua); the fraction moves with the visitor.
         """
-        early: list[str] = []
-        for low, high in ((-cut, -1), (1, cut)):
+        early: list[tuple[str, float]] = []
+        for low, high in ((-cut, "(0"), (1, f"({cut + 1}")):
             cursor = f"{low}"
             while True:
                 chunk = await self.redis.zrange(
@@ -117,13 +118,16 @@ class Admissions:
                     num=DRAW_CHUNK,
                     withscores=True,
                 )
-                early.extend(member for member, _ in chunk)
+                early.extend(chunk)
                 if len(chunk) < DRAW_CHUNK:
                     break
-                cursor = f"({int(chunk[-1][1])}"  # scores are unique within each range
-        early.sort(key=lambda v: draw(seed, v))
+                cursor = f"{math.floor(chunk[-1][1]) + 1}"  # slots are unique integers
+        early.sort(key=lambda place: draw(seed, place[0]))
         for start in range(0, len(early), DRAW_CHUNK):
             batch = early[start : start + DRAW_CHUNK]
-            mapping = {v: start + i - len(early) for i, v in enumerate(batch)}
+            mapping = {
+                v: start + i - len(early) + (score - math.floor(score))
+                for i, (v, score) in enumerate(batch)
+            }
             await self.redis.zadd(keys.line, mapping, xx=True)
         return len(early)

@@ -43,8 +43,10 @@ class SaleKeys:
         self.product_id = product_id
         self.sale = f"{base}:sale"  # hash: config and state
         self.seq = f"{base}:seq"  # INCR counter: join order
-        self.line = f"{base}:line"  # zset visitor -> seq (or draw rank for early joiners)
-        self.seen = f"{base}:seen"  # zset visitor -> last status time, ms
+        # zset visitor -> slot (join seq, or draw rank for early joiners) + when it last
+        # asked, as a fraction of the slot (lib.lua: one member per waiting visitor, no more)
+        self.line = f"{base}:line"
+        self.seen = f"{base}:seen"  # zset visitor -> last asked, ms: the quiet ones only
         self.admitted = f"{base}:admitted"  # zset visitor -> access token expiry, ms
         self.unpicked = f"{base}:unpicked"  # zset visitor -> pickup deadline, ms
         self.tokens = f"{base}:tokens"  # hash visitor -> minted access token

@@ -1,7 +1,9 @@
 """Property tests of the sale scripts against a model of the line, on real Valkey.
 
 Random interleavings of join / re-join / leave / admit / abandon / expire must keep every
-position exact and contiguous, and every visitor's state what the model says.
+position exact and contiguous, and every visitor's state what the model says. A place is
+abandoned two ways: put straight on the quiet list (`seen`), or left quiet for longer than
+abandon_s (its place's score says when it last asked), which the tick's scan finds.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from redis.asyncio import Redis
 from infra.sale.keys import SaleKeys
 from infra.sale.scripts import SaleScripts
 from scheduler.admission import Admissions, TickResult
+from tests.queue_server.test_last_seen import last_asked
 from tests.support import new_sale
 
 PROPERTY_SETTINGS = settings(
@@ -32,6 +35,7 @@ ops = st.lists(
         st.tuples(st.just("leave"), st.integers(0, 30)),
         st.tuples(st.just("admit"), st.integers(0, 4)),
         st.tuples(st.just("abandon"), st.integers(0, 30)),
+        st.tuples(st.just("quiet"), st.integers(0, 30)),
         st.tuples(st.just("expire"), st.integers(0, 30)),
     ),
     min_size=1,
@@ -99,7 +103,7 @@ async def test_positions_stay_exact_and_contiguous(
             model.place(v)
             continue
         v = model.pick(arg)
-        if op in ("rejoin", "leave", "abandon", "expire") and v is None:
+        if op in ("rejoin", "leave", "abandon", "quiet", "expire") and v is None:
             continue
         if op == "rejoin":
             await scripts.join(keys, v, True, "ip", 0)
@@ -113,6 +117,11 @@ async def test_positions_stay_exact_and_contiguous(
             model.gone[v] = "left"
         elif op == "abandon" and v in model.line:
             await redis.zadd(keys.seen, {v: 1})  # its page stopped asking long ago
+            await tick(0)
+            model.line.remove(v)
+            model.gone[v] = "lost"
+        elif op == "quiet" and v in model.line:
+            await last_asked(redis, keys, v, ago_s=400)  # abandon_s is 300
             await tick(0)
             model.line.remove(v)
             model.gone[v] = "lost"

@@ -44,7 +44,7 @@ if state == 'open' and redis.call('ZCARD', K_LINE) == 0 and allowance(s, 1) > 0 
     s.start_ms, 0, '', s.abandon_ms, 1 }
 end
 local seq = redis.call('INCR', K_SEQ)
-redis.call('ZADD', K_LINE, seq, v)
+redis.call('ZADD', K_LINE, place_score(seq, now), v)
 local reply = visitor_status(s, state, v, now, true)
 reply[13] = 1
 return reply

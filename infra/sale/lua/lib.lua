@@ -76,6 +76,47 @@ local function allowance(s, want)
   return math.max(allow, 0)
 end
 
+-- When a waiting visitor last asked is kept in its place's score, not in a second sorted set
+-- (a member of each cost ~185 bytes per visitor; the line alone costs ~92). A place's score
+-- is its integer slot (the join seq, or the drawn rank of an early visitor; unique, so the
+-- order is the slots' order) plus tag / 2^21, where tag (1 .. 2^21 - 1) is the second it last
+-- asked, modulo ~24 days. Exact in a double while |slot| < 2^31. Tag 0 (a place written
+-- without this script, e.g. a bulk load) means "not known", and such a place is never found
+-- quiet. `seen` then holds only the visitors found quiet (see admit.lua's scan), with when
+-- they last asked, ms: the abandon sweep's work list.
+local SEEN_SCALE = 2097152 -- 2^21
+local SEEN_TAGS = SEEN_SCALE - 1
+
+local function place_score(slot, now)
+  return string.format('%.17g', slot + ((math.floor(now / 1000) % SEEN_TAGS) + 1) / SEEN_SCALE)
+end
+
+-- When the place with this score last asked, ms (rounded up to the end of its second, so a
+-- place is never found quiet early), or nil when not known.
+local function last_seen_ms(score, now)
+  local slot = math.floor(score)
+  local tag = math.floor((score - slot) * SEEN_SCALE + 0.5)
+  if tag == 0 then
+    return nil
+  end
+  local now_s = math.floor(now / 1000)
+  local age_s = ((now_s % SEEN_TAGS) + 1 - tag) % SEEN_TAGS
+  return (now_s - age_s + 1) * 1000
+end
+
+-- Whether the place with this score has been quiet for longer than abandon_ms: it is lost.
+local function abandoned(s, score, now)
+  local seen = last_seen_ms(score, now)
+  return seen ~= nil and seen < now - s.abandon_ms
+end
+
+-- Visitor v, in line with this score, asks now: its place keeps its slot, and it is no longer
+-- quiet.
+local function touch_place(v, score, now)
+  redis.call('ZADD', K_LINE, 'XX', place_score(math.floor(score), now), v)
+  redis.call('ZREM', K_SEEN, v)
+end
+
 -- Gives visitor v an admission: its token expires at now + ttl, and it must be picked up by a
 -- status call before now + pickup or the slot returns.
 local function admit(s, v, now)
@@ -138,9 +179,16 @@ local function visitor_status(s, state, v, now, touch)
     return reply
   end
   local score = tonumber(redis.call('ZSCORE', K_LINE, v))
+  if score and state ~= 'prequeue' and abandoned(s, score, now) then
+    -- Quiet for longer than abandon_ms, and the tick's scan has not reached it yet: the place
+    -- is lost all the same (places are not lost during the pre-queue, as before).
+    release(v, 'lost')
+    reply[1] = 'place_lost'
+    return reply
+  end
   if score then
     if touch then
-      redis.call('ZADD', K_SEEN, now, v)
+      touch_place(v, score, now)
     end
     reply[3] = redis.call('ZRANK', K_LINE, v) + 1
     reply[4] = redis.call('ZCARD', K_LINE)
@@ -154,7 +202,7 @@ local function visitor_status(s, state, v, now, touch)
     else
       reply[2] = 'waiting'
     end
-    if s.cut > 0 and score <= s.cut and s.opened == '1' and s.mode ~= 'fifo' then
+    if s.cut > 0 and math.floor(score) <= s.cut and s.opened == '1' and s.mode ~= 'fifo' then
       reply[10], reply[11] = 1, s.seed
     end
     return reply
