@@ -54,16 +54,24 @@ class Admissions:
     async def tick(self, product_id: str, n: int, interval_ms: int) -> TickResult:
         """Tick n of a sale: two commands whatever the batch size (admit.lua's two steps)."""
         keys = sale_keys(product_id)
+        result = await self._tick(keys, keys.tick(n), n, interval_ms)
+        if result.outcome == "idle" and result.state == "prequeue":
+            if await self.open(product_id) == "done":
+                # Opened by this very tick: its batch goes now, not one interval later (a
+                # 1,000-unit sale at 50/s would take 21 intervals, not 20). Only the replica
+                # that claimed this tick gets here, so the second claim is taken once.
+                return await self._tick(keys, keys.opening_tick(n), n, interval_ms)
+        return result
+
+    async def _tick(self, keys: SaleKeys, claim: str, n: int, interval_ms: int) -> TickResult:
         raw = await self.scripts.run(
             "admit",
             keys,
-            [keys.tick(n), keys.rate_log],
+            [claim, keys.rate_log],
             [TICK_CLAIM_TTL_MS, SWEEP_LIMIT, RATE_WINDOW_MS, n, interval_ms],
         )
         outcome = raw[0]
         self.metrics.inc("ticks_total", outcome=outcome)
-        if outcome == "idle" and raw[1] == "prequeue":
-            await self.open(product_id)
         if outcome != "admitted":
             return TickResult(outcome, state=raw[1] if len(raw) > 1 else "")
         expiry_s = int(raw[2]) // 1000
@@ -73,7 +81,7 @@ class Admissions:
             # the script's second step in one command for the whole batch.
             pairs: list[str] = []
             for v in visitors:
-                pairs += (v, self.codec.mint_access(v, product_id, expiry_s))
+                pairs += (v, self.codec.mint_access(v, keys.product_id, expiry_s))
             await self.scripts.run("admit", keys, args=["store", *pairs])
             self.metrics.inc("admitted_total", len(visitors))
         return TickResult("admitted", visitors)

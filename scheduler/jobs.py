@@ -112,11 +112,15 @@ class SaleJobs(Resource):
                 misfire_grace_time=None,
             )
             log.info("sale scheduled", extra={"product_id": plan.product_id})
-        if not plan.opened:
-            # Open on the dot; the tick also retries the opening if this one was missed.
+        now = datetime.now(UTC)
+        if not plan.opened and start <= now:
+            # A start that passed without a scheduler: open at once, not at the next tick.
+            # A start still to come is opened by the tick due at that very moment, which then
+            # admits its batch too; an opening job at the same instant would only race it for
+            # the opening lock (and the tick that lost would admit nobody until the next).
             self.scheduler.add_job(
                 self.admissions.open,
-                DateTrigger(run_date=max(start, datetime.now(UTC))),
+                DateTrigger(run_date=now),
                 args=(plan.product_id,),
                 id=f"open:{plan.product_id}",
                 replace_existing=True,

@@ -74,6 +74,10 @@ class SaleKeys:
     def tick(self, n: int) -> str:
         return f"fs:{{{self.product_id}}}:tick:{n}"
 
+    def opening_tick(self, n: int) -> str:
+        """The claim of tick n run again by the scheduler that opened the sale in it."""
+        return f"fs:{{{self.product_id}}}:tick:{n}:opened"
+
     def join_rate(self, client_ip: str) -> str:
         return f"fs:{{{self.product_id}}}:rl:{client_ip}"
 

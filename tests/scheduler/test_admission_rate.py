@@ -134,3 +134,27 @@ async def test_a_shuffle_sale_sells_out_near_its_configured_rate(redis: Redis) -
     ideal_s = stock / (batch / interval_s)
     # Fixed: ~1.2-1.4x (the opening, the first tick, a 1 s poll). The bug: ~6x (a 30 s poll).
     assert sold_out_after_s <= 2 * ideal_s, sold_out_after_s
+
+
+async def test_the_tick_that_opens_a_sale_admits_its_batch(redis: Redis) -> None:
+    """The tick due at the start opens the sale (with the draw) and admits at once, not one
+    interval later: with 5 s ticks the first batch comes well before the second tick."""
+    keys = await new_sale(
+        redis,
+        queue_mode="shuffle_prequeue",
+        sale_start=iso_in(2.0),
+        prequeue_s=60,
+        batch_size=10,
+        interval_s=5.0,
+        stock=100,
+    )
+    scripts = SaleScripts(redis)
+    for i in range(30):
+        await scripts.join(keys, f"early{i}", False, "ip", 0)
+    start_s = int(await redis.hget(keys.sale, "start_ms")) / 1000
+    async with replica(redis):
+        while await redis.zcard(keys.admitted) < 10:
+            assert time.time() - start_s < 2.5, "the first batch waited for the next tick"
+            await asyncio.sleep(0.05)
+        assert await redis.zcard(keys.admitted) == 10  # one batch, not two
+    assert await redis.hget(keys.sale, "opened") == "1"

@@ -32,11 +32,13 @@ local last = tonumber(redis.call('HGET', K_SALE, 'last_tick_ms')) or 0
 if now - last < tonumber(ARGV[5]) / 2 then
   return { 'claimed' }
 end
-redis.call('HSET', K_SALE, 'last_tick_ms', now)
 local state = sale_state(s, now)
 if state == 'scheduled' or state == 'prequeue' or state == 'closed' then
+  -- Not recorded as a tick: the scheduler that opens the sale in this idle tick runs it
+  -- again at once (a claim of its own), and it must not be refused as too close to this one.
   return { 'idle', state }
 end
+redis.call('HSET', K_SALE, 'last_tick_ms', now)
 
 -- Admissions not picked up in time, and tokens that ran out unused, return their slots.
 for _, v in ipairs(redis.call('ZRANGE', K_UNPICKED, '-inf', now, 'BYSCORE', 'LIMIT', 0, sweep)) do
