@@ -184,7 +184,13 @@ class Tab:
             "refresh_moved_back": 0,  # a reload answered a worse position than before it
             "wait_s": None,
             "outcome": None,
+            # The load generator's own health: how late its greenlet woke from the longest
+            # overslept pause, and the longest silence between two polls it sent. A starved
+            # worker makes its visitors poll late, and the server rightly sweeps them.
+            "late_s": 0.0,
+            "max_gap_s": 0.0,
         }
+        self.last_sent: float | None = None
         self.last_position: int | None = None
 
     def run(self) -> str:
@@ -220,12 +226,25 @@ class Tab:
                 return ABANDONED
             polls_left -= 1
             # waiting, not_started, paused: ask again, no sooner than the server says.
-            gevent.sleep(_poll_after_s(body))
+            self._sleep(_poll_after_s(body))
             if refresh_after == 0:
                 body = self._refresh()
             else:
                 body = self._status()
             refresh_after -= 1
+
+    def _sleep(self, seconds: float) -> None:
+        start = time.monotonic()
+        gevent.sleep(seconds)
+        late = time.monotonic() - start - seconds
+        self.record["late_s"] = round(max(self.record["late_s"], late), 3)
+
+    def _sent(self) -> None:
+        now = time.monotonic()
+        if self.last_sent is not None:
+            gap = now - self.last_sent
+            self.record["max_gap_s"] = round(max(self.record["max_gap_s"], gap), 3)
+        self.last_sent = now
 
     def _join(self) -> dict[str, Any] | str:
         while True:
@@ -287,6 +306,7 @@ class Tab:
         """A page reload: the browser joins again with its ticket and must keep its place."""
         before = self.last_position
         self.record["refreshes"] += 1
+        self._sent()
         with self.client.post(
             f"/queue/{self.product_id}/join",
             headers={"Authorization": f"Bearer {self.ticket}"},
@@ -318,6 +338,7 @@ class Tab:
     def _status(self) -> dict[str, Any] | str:
         while True:
             self.record["polls"] += 1
+            self._sent()
             with self.client.get(
                 f"/queue/{self.product_id}/status",
                 headers={"Authorization": f"Bearer {self.ticket}"},

@@ -23,7 +23,13 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from infra.stack.storm.invariants import Check, check_finished, check_sale, outcome_counts
+from infra.stack.storm.invariants import (
+    Check,
+    check_finished,
+    check_generator,
+    check_sale,
+    outcome_counts,
+)
 from infra.stack.storm.options import Options, UsageError, options
 from infra.stack.storm.platform import (
     Admin,
@@ -143,7 +149,7 @@ async def storm(opts: Options) -> int:
         infos = {p: await admin.sale_info(p) for p in names}
     tabs = load_tabs(records)
     numbers = read_stats(out)
-    checks: list[Check] = [check_finished(opts.visitors, numbers.done)]
+    checks: list[Check] = [check_finished(opts.visitors, numbers.done), check_generator(tabs)]
     for p in names:
         mine = [t for t in tabs if t.get("product") == p]
         checks += check_sale(p, opts.mode, final[p], mine, infos.get(p))

@@ -198,6 +198,7 @@ def check_fairness(
 def check_places(product: str, tabs: Sequence[Mapping[str, Any]]) -> list[Check]:
     steady = [t for t in tabs if t.get("behaviour") != "abandon"]
     lost = sum(_n(t.get("lost")) for t in steady)
+    starved = sum(_n(t.get("lost")) for t in steady if float(t.get("late_s") or 0.0) > LAG_LIMIT_S)
     # Polling as told (never later than a third of abandon_s) picks an admission up well
     # within pickup_s: one that expired anyway was a turn lost, to a server too slow to answer.
     expired = sum(1 for t in steady if t.get("outcome") == "expired")
@@ -209,7 +210,8 @@ def check_places(product: str, tabs: Sequence[Mapping[str, Any]]) -> list[Check]
             f"zero lost places [{product}]",
             lost == 0 and expired == 0,
             f"{lost} place_lost/ticket refusals and {expired} admissions expired before "
-            f"pickup, among {len(steady)} tabs that kept polling",
+            f"pickup, among {len(steady)} tabs that kept polling"
+            + (f" ({starved} of the losses on tabs the generator woke late)" if starved else ""),
         ),
         Check(
             f"reloads keep the place [{product}]",
@@ -217,6 +219,25 @@ def check_places(product: str, tabs: Sequence[Mapping[str, Any]]) -> list[Check]
             f"{reloads} reloads: {new_place} got a second place, {moved_back} moved back",
         ),
     ]
+
+
+# A greenlet that wakes this late from its pause is a starved Locust worker: its visitors
+# poll later than told, and what the storm then measures is the load generator.
+LAG_LIMIT_S = 5.0
+
+
+def check_generator(tabs: Sequence[Mapping[str, Any]]) -> Check:
+    lags = sorted(float(t.get("late_s") or 0.0) for t in tabs)
+    worst = lags[-1] if lags else 0.0
+    p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else 0.0
+    late = sum(1 for x in lags if x > LAG_LIMIT_S)
+    return Check(
+        "load generator kept up",
+        worst <= LAG_LIMIT_S,
+        f"{late} of {len(lags)} tabs woke more than {LAG_LIMIT_S:.0f} s late from a pause "
+        f"(p99 {p99:.1f} s, worst {worst:.1f} s); longest silence between two polls "
+        f"{max((float(t.get('max_gap_s') or 0.0) for t in tabs), default=0.0):.1f} s",
+    )
 
 
 def check_sale(

@@ -35,6 +35,8 @@ TAB_FIELDS = (
     "refresh_new_place",
     "refresh_moved_back",
     "life_s",
+    "late_s",
+    "max_gap_s",
 )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from infra.sale.shuffle import commitment, draw, new_seed
-from infra.stack.storm.invariants import Check, check_finished, check_sale
+from infra.stack.storm.invariants import Check, check_finished, check_generator, check_sale
 
 REPO = Path(__file__).resolve().parents[3]
 STORM_TIMEOUT_S = 100.0
@@ -187,6 +187,9 @@ def test_the_checker_fails_on_unfair_or_lost_places() -> None:
     assert checks["FIFO fairness"].ok
     assert not check_finished(40, 39).ok
     assert not check_finished(40, 41).ok  # Locust ran more visitors than asked
+    # A starved Locust worker woke its visitors 12 s late: the storm measured the generator.
+    assert check_generator([_tab(0, 100.0, late_s=0.2), _tab(1, 100.0, late_s=1.5)]).ok
+    assert not check_generator([_tab(0, 100.0, late_s=0.2), _tab(1, 100.0, late_s=12.0)]).ok
 
 
 def test_the_checker_fails_a_shuffle_out_of_draw_order_or_with_a_forged_draw() -> None:
