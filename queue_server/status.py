@@ -29,6 +29,7 @@ class Reply:
     early: bool
     seed: str
     abandon_ms: int
+    pickup_ms: int
 
     @classmethod
     def parse(cls, raw: list[Any]) -> Reply:
@@ -46,12 +47,15 @@ class Reply:
             early=bool(int(raw[9])),
             seed=raw[10] or "",
             abandon_ms=int(raw[11]),
+            pickup_ms=int(raw[12]),
         )
 
 
-def poll_cap_ms(abandon_ms: int) -> int:
-    # A visitor must ask at least three times per abandon window or it would lose its place.
-    return max(POLL_MIN_MS, min(POLL_MAX_MS, abandon_ms // 3))
+def poll_cap_ms(abandon_ms: int, pickup_ms: int) -> int:
+    # A visitor must ask at least three times per abandon window or it would lose its place,
+    # and well within a pickup window, so that no estimate, however wrong, makes it sleep
+    # through its turn.
+    return max(POLL_MIN_MS, min(POLL_MAX_MS, abandon_ms // 3, pickup_ms * 5 // 6))
 
 
 def eta_s(position: int | None, rate: float) -> int | None:
@@ -63,7 +67,7 @@ def eta_s(position: int | None, rate: float) -> int | None:
 def poll_after_ms(reply: Reply) -> int:
     """When to ask again. Grows with the distance to the front, so the total polling load
     follows the admission rate rather than the length of the line."""
-    cap = poll_cap_ms(reply.abandon_ms)
+    cap = poll_cap_ms(reply.abandon_ms, reply.pickup_ms)
     if reply.state == "not_started":
         until_start = max(0, reply.start_ms - reply.now_ms)
         # Spread the herd that would otherwise ask at the very same millisecond of the start.

@@ -159,7 +159,7 @@ async def join(request: Request) -> Response:
             "too many joins from this address", headers={"Retry-After": retry_after_s(raw[1])}
         )
     reply = Reply.parse(raw)
-    created = bool(int(raw[12]))
+    created = bool(int(raw[13]))
     if reply.state == "passthrough":
         ctx.metrics.inc("passthrough_total")
     if reply.state in ("passthrough", "admitting"):

@@ -8,7 +8,9 @@ from infra.constants import POLL_MAX_MS, POLL_MIN_MS
 from queue_server.status import Reply, poll_after_ms
 
 
-def _waiting(position: int, rate: float, abandon_ms: int = 300_000) -> Reply:
+def _waiting(
+    position: int, rate: float, abandon_ms: int = 300_000, pickup_ms: int = 60_000
+) -> Reply:
     return Reply(
         code="ok",
         state="waiting",
@@ -22,6 +24,7 @@ def _waiting(position: int, rate: float, abandon_ms: int = 300_000) -> Reply:
         early=False,
         seed="",
         abandon_ms=abandon_ms,
+        pickup_ms=pickup_ms,
     )
 
 
@@ -51,7 +54,8 @@ def test_the_polling_load_follows_the_rate_not_the_length() -> None:
     assert long == short
 
 
-def test_polls_are_bounded_by_the_abandon_window_and_the_maximum() -> None:
+def test_polls_are_bounded_by_the_windows_and_the_maximum() -> None:
     assert poll_after_ms(_waiting(10**6, 1.0)) == POLL_MAX_MS
     assert poll_after_ms(_waiting(10**6, 1.0, abandon_ms=9_000)) == 3_000
+    assert poll_after_ms(_waiting(10**6, 1.0, pickup_ms=12_000)) == 10_000
     assert poll_after_ms(_waiting(1, 1000.0)) == POLL_MIN_MS

@@ -3,7 +3,7 @@
 -- ARGV: visitor_id, holds_ticket (1 when the caller proved it is this visitor), joins per
 --       second per IP (0 = no limit), burst.
 -- Reply: {'not_found'} | {'not_open'} | {'closed'} | {'rate_limited', retry_after_ms}
---        | visitor_status reply + created (0/1) as element 13. A pass-through admission has
+--        | visitor_status reply + created (0/1) as element 14. A pass-through admission has
 --        state 'passthrough' and the token expiry in element 7: the caller mints the token
 --        and completes the admission (complete.lua).
 local v, holds_ticket = ARGV[1], ARGV[2] == '1'
@@ -31,7 +31,7 @@ if holds_ticket then
   -- A re-join never moves the caller back and never creates a second place.
   local reply = visitor_status(s, state, v, now, true)
   if reply[1] == 'ok' and reply[2] ~= 'expired' then
-    reply[13] = 0
+    reply[14] = 0
     return reply
   end
 end
@@ -41,10 +41,10 @@ if state == 'open' and redis.call('ZCARD', K_LINE) == 0 and allowance(s, 1) > 0 
   admit(s, v, now)
   redis.call('HINCRBY', K_SALE, 'issued', 1)
   return { 'ok', 'passthrough', -1, 0, s.rate, '', now + s.token_ttl_ms, now,
-    s.start_ms, 0, '', s.abandon_ms, 1 }
+    s.start_ms, 0, '', s.abandon_ms, s.pickup_ms, 1 }
 end
 local seq = redis.call('INCR', K_SEQ)
 redis.call('ZADD', K_LINE, place_score(seq, now), v)
 local reply = visitor_status(s, state, v, now, true)
-reply[13] = 1
+reply[14] = 1
 return reply

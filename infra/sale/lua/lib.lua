@@ -156,10 +156,11 @@ end
 
 -- What visitor v sees now. Returns the reply every queue script shares:
 --   { code, state, position, waiting, rate, token, token_expiry_ms, now, start_ms, early, seed,
---     abandon_ms }
+--     abandon_ms, pickup_ms }
 -- code is 'ok', 'place_lost' or 'ticket_invalid'; position -1 means none.
 local function visitor_status(s, state, v, now, touch)
-  local reply = { 'ok', state, -1, 0, s.rate, '', 0, now, s.start_ms, 0, '', s.abandon_ms }
+  local reply = { 'ok', state, -1, 0, s.rate, '', 0, now, s.start_ms, 0, '', s.abandon_ms,
+    s.pickup_ms }
   if state == 'closed' or state == 'sold_out' then
     return reply
   end
