@@ -8,6 +8,7 @@ import contextlib
 import os
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -56,13 +57,31 @@ def run(args: argparse.Namespace) -> int:
         return 2
     raise_file_limit()
     try:
-        return asyncio.run(storm(opts))
+        return asyncio.run(_until_signalled(opts))
     except PlatformError as exc:
         print(f"flashsale storm: {exc}", file=sys.stderr, flush=True)
         return 1
     except httpx.HTTPError as exc:  # the admin API stopped answering mid-storm
         print(f"flashsale storm: admin API: {exc!r}", file=sys.stderr, flush=True)
         return 1
+
+
+async def _until_signalled(opts: Options) -> int:
+    """The storm, stopped cleanly on SIGTERM or SIGINT: the Locust processes and the
+    platform are children of ours, and a storm killed outright would leave them running."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await storm(opts)
+    except asyncio.CancelledError:
+        print("flashsale storm: stopped by a signal", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def raise_file_limit() -> None:
