@@ -497,6 +497,8 @@ async def storm_group(run: Run, up: procs.Platform) -> None:
         crowd = await storm.run(s.storm_visitors, deadline_s=lead + 2 * wait + 60)
     finally:
         await storm.aclose()
+    if storm.max_lateness_s > 0.5:
+        say(f"  (!) the visitors woke up to {storm.max_lateness_s:.2f} s late: the bench lagged")
     admitted = [v for v in crowd if v.seen_admitted_at is not None]
     # When each was admitted: its token's expiry, which the tick set to now + token_ttl.
     async with run.redis.pipeline(transaction=False) as pipe:
@@ -518,6 +520,7 @@ async def storm_group(run: Run, up: procs.Platform) -> None:
         "expected_wait_s": wait,
         "admitted": len(admitted),
         "polls": polls,
+        "generator_max_lateness_s": round(storm.max_lateness_s, 3),
         "notice_latency_s": {
             "p50": round(_percentile(latencies, 0.5), 3) if latencies else None,
             "p95": round(p95, 3) if latencies else None,
