@@ -47,6 +47,7 @@ RATE_WINDOW = 8  # samples
 # The file descriptors a storm needs: one connection per visitor tab in a Locust worker and
 # as many again in the queue server, which inherits our limit through `flashsale up`.
 WANTED_FILES = 262_144
+FILES_SPARE = 200  # the queue server's own files: Redis connections, logs, the listener
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +56,18 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"flashsale storm: {exc}", file=sys.stderr, flush=True)
         return 2
-    raise_file_limit()
+    files = raise_file_limit()
+    if opts.urls is None and opts.visitors > files - FILES_SPARE:
+        # Every waiting visitor keeps its connection open between polls (keep-alive outlasts
+        # the longest poll), and one queue server process holds them all: past this limit it
+        # cannot accept, and visitors see their connections closed.
+        print(
+            f"flashsale storm: warning: {opts.visitors:,} visitors but an open-file limit of "
+            f"{files:,} (the hard limit; raising it needs privileges): the queue server can "
+            f"hold about {files - FILES_SPARE:,} waiting visitors' connections",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         return asyncio.run(_until_signalled(opts))
     except PlatformError as exc:
@@ -84,13 +96,15 @@ async def _until_signalled(opts: Options) -> int:
             loop.remove_signal_handler(sig)
 
 
-def raise_file_limit() -> None:
+def raise_file_limit() -> int:
+    """Raise our open-file limit (the platform and Locust inherit it); returns the result."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     for limits in ((WANTED_FILES, max(hard, WANTED_FILES)), (hard, hard)):
         with contextlib.suppress(ValueError, OSError):
             if limits[0] > soft:
                 resource.setrlimit(resource.RLIMIT_NOFILE, limits)
-                return
+                break
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def products(opts: Options) -> list[str]:
