@@ -26,6 +26,11 @@ from infra.stack.embedded import free_port
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+START_ATTEMPTS = 3
+
+
+class ChildExited(RuntimeError):
+    """The child ended before it was ready."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ async def _wait_ready(url: str, proc: asyncio.subprocess.Process, log: Path) -> 
     async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
         while True:
             if proc.returncode is not None:
-                raise RuntimeError(f"{url} exited ({proc.returncode}); see {log}")
+                raise ChildExited(f"{url} exited ({proc.returncode}); see {log}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await client.get(url)).status_code == 200:
                     return
@@ -81,27 +86,39 @@ async def service(
 ) -> AsyncIterator[Child]:
     """Run ``python -m module *args`` until the block ends. With ``port_field`` it listens on
     a free port (given through that settings field) and is ready once ``probe`` answers 200."""
-    url = ""
-    if port_field is not None:
-        port = free_port()
-        settings = settings.replace(**{port_field: port})
-        url = f"http://{settings.host}:{port}"
     log = logs / f"{name or module}.log"
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            module,
-            *args,
-            cwd=REPO,
-            env=child_env(settings),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-        )
+    for attempt in range(1, START_ATTEMPTS + 1):
+        url = ""
+        if port_field is not None:
+            port = free_port()
+            settings = settings.replace(**{port_field: port})
+            url = f"http://{settings.host}:{port}"
+        with log.open("ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                module,
+                *args,
+                cwd=REPO,
+                env=child_env(settings),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+            )
+        try:
+            if url:
+                await _wait_ready(url + probe, proc, log)
+        except ChildExited:
+            # A "free" port is only free until someone binds it: an outgoing connection of
+            # any process on the machine can take it first. Another port, then.
+            if attempt == START_ATTEMPTS:
+                raise
+            continue
+        except BaseException:
+            await stop(proc)
+            raise
+        break
     try:
-        if url:
-            await _wait_ready(url + probe, proc, log)
         yield Child(proc, url, log)
     finally:
         await stop(proc)
@@ -122,6 +139,27 @@ _READY = re.compile(r"READY gate=(\S+) queue=(\S+) shop=(\S+)")
 async def platform(settings: Settings, logs: Path, *extra: str) -> AsyncIterator[Platform]:
     """``flashsale up`` itself, as a child, on free ports and the given servers' URLs: the
     four processes and the order worker, started and supervised the way users run them."""
+    log = logs / "flashsale-up.log"
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            proc, up, stdout = await _start_platform(settings, log, extra)
+        except ChildExited:
+            if attempt == START_ATTEMPTS:  # a port taken meanwhile: see service()
+                raise
+            continue
+        break
+    # Keep draining its stdout, so a chatty child never blocks on a full pipe.
+    drain = asyncio.create_task(_discard(stdout))
+    try:
+        yield up
+    finally:
+        drain.cancel()
+        await stop(proc, signal.SIGINT)
+
+
+async def _start_platform(
+    settings: Settings, log: Path, extra: tuple[str, ...]
+) -> tuple[asyncio.subprocess.Process, Platform, asyncio.StreamReader]:
     ports = {f: free_port() for f in ("gate_port", "queue_port", "shop_port", "scheduler_port")}
     settings = settings.replace(**ports)
     argv = [
@@ -135,21 +173,21 @@ async def platform(settings: Settings, logs: Path, *extra: str) -> AsyncIterator
         "--dev",
         *extra,
     ]
-    log = logs / "flashsale-up.log"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "infra",  # = the `flashsale` console script
-        "up",
-        *argv,
-        cwd=REPO,
-        env=child_env(settings),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log.open("ab"),
-    )
+    with log.open("ab") as err:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "infra",  # = the `flashsale` console script
+            "up",
+            *argv,
+            cwd=REPO,
+            env=child_env(settings),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
+    assert proc.stdout is not None
     try:
-        assert proc.stdout is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             left = deadline - time.monotonic()
@@ -158,17 +196,12 @@ async def platform(settings: Settings, logs: Path, *extra: str) -> AsyncIterator
             except TimeoutError:
                 raise RuntimeError(f"flashsale up was not READY in time; see {log}") from None
             if not line:
-                raise RuntimeError(f"flashsale up exited ({await proc.wait()}); see {log}")
+                raise ChildExited(f"flashsale up exited ({await proc.wait()}); see {log}")
             if match := _READY.search(line.decode(errors="replace")):
-                break
-        # Keep draining its stdout, so a chatty child never blocks on a full pipe.
-        drain = asyncio.create_task(_discard(proc.stdout))
-        try:
-            yield Platform(*match.groups(), settings=settings)
-        finally:
-            drain.cancel()
-    finally:
+                return proc, Platform(*match.groups(), settings=settings), proc.stdout
+    except BaseException:
         await stop(proc, signal.SIGINT)
+        raise
 
 
 async def _discard(stream: asyncio.StreamReader) -> None:
