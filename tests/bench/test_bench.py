@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,14 +45,21 @@ GROUP_KEYS = {
 
 def _run_bench(tmp_path: Path, groups: str) -> dict[str, object]:
     out = tmp_path / "bench.json"
-    done = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "--tiny", "--only", groups, "--out", str(out)],
         cwd=REPO,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=110,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    try:
+        stdout, stderr = proc.communicate(timeout=100)
+    except subprocess.TimeoutExpired:
+        # SIGINT, not SIGKILL: the bench then stops the servers it started.
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        pytest.fail(f"the bench did not finish in time:\n{stdout[-3000:]}{stderr[-3000:]}")
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     return json.loads(out.read_text())
 
 
