@@ -83,9 +83,9 @@ class Sizes:
     rounds: int = 2  # of each throughput measurement, interleaved; the best one counts
 
 
-FULL = Sizes(10, 2, 1_000_000, 300, 2_000, 100, 3_000, 10, 1.0, 1_000, 50, 1.0, 60_000)
+FULL = Sizes(10, 2, 1_000_000, 300, 2_000, 100, 3_000, 10, 1.0, 1_000, 50, 1.0, 120_000)
 # A run of under five minutes on two cores: a 100k line, a 30 s wait, 200 in stock.
-QUICK = Sizes(5, 1, 100_000, 100, 500, 100, 600, 10, 0.5, 200, 20, 1.0, 30_000)
+QUICK = Sizes(5, 1, 100_000, 100, 500, 100, 600, 10, 0.5, 200, 20, 1.0, 60_000)
 # For the tests: every code path, tiny sizes; its numbers mean nothing.
 TINY = Sizes(1, 1, 2_000, 10, 40, 20, 30, 10, 0.5, 10, 10, 0.5, 5_000, rounds=1)
 
