@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -303,7 +303,7 @@ async def migrate(run: Run) -> None:
 
 
 @contextlib.asynccontextmanager
-async def shop_and_gate(run: Run):  # type: ignore[no-untyped-def]
+async def shop_and_gate(run: Run) -> AsyncIterator[tuple[procs.Child, procs.Child]]:
     async with procs.service("shop", run.settings, run.logs, port_field="shop_port") as shop:
         port = int(shop.url.rsplit(":", 1)[1])
         gated = run.settings.replace(shop_port=port)

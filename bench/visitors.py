@@ -88,8 +88,8 @@ class Storm:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            if (error := task.exception()) is not None:
+                raise error
         ids = [v.visitor_id for v in visitors if v.visitor_id]
         if len(set(ids)) != len(ids):
             raise RuntimeError(f"{len(ids)} joins gave only {len(set(ids))} distinct visitors")
