@@ -151,7 +151,7 @@ def create_app(
     async def forward(request: Request, identity: dict[str, str]) -> Response:
         # "%2E%2E" arrives decoded as "..", which the shop would resolve: it would get
         # another path (another product's orders, the admin API) than the one checked here.
-        if any(segment in (".", "..") for segment in request.url.path.split("/")):
+        if any(segment in (".", "..") for segment in request.scope["path"].split("/")):
             raise errors.NotFound("no such resource")
         # Read (at most 16 KiB) before calling: a chunked body declares no length, so
         # LimitsMiddleware cannot refuse it up front, and nothing of it may reach the shop.
