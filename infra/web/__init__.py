@@ -5,6 +5,7 @@
 - ``errors``: one exception type per error code of API.md, and the one JSON shape they answer
   with.
 - ``middleware``: the header and body limits, and the request id in the logging context.
+- ``hotroutes``: the few routes a storm hammers, served around Starlette's stack.
 - ``metrics``: ``/metrics`` and the per-request counters.
 - ``logs``: JSON-lines logging and the ``request_id`` context variable.
 - ``serve``: uvicorn with the platform's limits, and the settings read at a process's edge.
