@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import secrets
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from redis.asyncio import Redis
 from bench.baselines import NAIVE_LINE_KEY
 from bench.loadgen import Load, Measurement, measure, wrk_path
 from bench.plot import bar_chart
+from bench.suite import machine as suite_machine
 from infra.constants import SALES_KEY
 from infra.sale.keys import SaleKeys
 from infra.sale.scripts import SaleScripts
@@ -189,25 +189,8 @@ async def _measure(
 # --- the run -------------------------------------------------------------------------------
 
 
-def _machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        # Other work on the machine skews every target alike, but it should be known.
-        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-    }
-
-
 async def run(args: argparse.Namespace, redis_url: str, logs: Path) -> dict[str, Any]:
-    machine = _machine()  # before the bench loads the machine itself
+    machine = suite_machine()  # before the bench loads the machine itself
     use_wrk = args.tool == "wrk" or (args.tool == "auto" and wrk_path() is not None)
     if args.tool == "wrk" and wrk_path() is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
@@ -323,9 +306,9 @@ async def main_async(argv: list[str] | None = None) -> dict[str, Any]:
         "req/s",
     )
     print(f"\nWrote {args.output} and {plot}")
-    if report["machine"]["load_avg_1m_at_start"] > 0.5:
+    if report["machine"]["load_avg_start"][0] > 0.5:
         print(
-            f"Note: the 1-minute load average was {report['machine']['load_avg_1m_at_start']} at "
+            f"Note: the 1-minute load average was {report['machine']['load_avg_start'][0]} at "
             "the start; other work on this machine lowers every number."
         )
     return report
