@@ -20,6 +20,7 @@ from starlette.types import Lifespan
 
 from infra.constants import MAX_BODY_BYTES
 from infra.web import errors
+from infra.web.assets import asset_routes
 from infra.web.hotroutes import HotRoutes
 from infra.web.metrics import Metrics, RequestMetricsMiddleware
 from infra.web.middleware import LimitsMiddleware, RequestIdContextMiddleware
@@ -62,12 +63,13 @@ def build_app(
     """Every HTTP process's app: request metrics outermost, then the header and body
     limits, then the app's own middleware; one JSON error shape for every failure.
     `hot_routes` (also listed in `routes`) are served around that stack (infra.web.hotroutes).
+    Every app also serves the pages' shared files under ``/assets/`` (infra.web.assets).
 
     The stack is built now rather than on the first request, as Starlette would, so that an
     app can stand something in front of all of it: ``app.middleware_stack = Outer(app.
     middleware_stack)`` (the gate's request ids do)."""
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *asset_routes()],  # every process serves its pages' shared assets
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=metrics),
             Middleware(RequestIdContextMiddleware),

@@ -1,0 +1,61 @@
+"""What every HTTP process's pages share: the static assets under ``/assets/`` (the language
+switch and Intl formatting in ``i18n.js``, the colours and layout in ``base.css``) and the choice
+of the page's first language from ``Accept-Language``.
+
+The pages load nothing from another origin, so the assets are files of this package, read
+once and served with a long-lived cache header (they change only with a release).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from infra.web import errors
+
+LANGUAGES = ("ko", "en")  # what the pages speak; the first is not the default, English is
+_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
+@cache
+def _asset(name: str) -> bytes | None:
+    if "/" in name or name.startswith(".") or not name.endswith(tuple(_TYPES)):
+        return None
+    path = resources.files("infra.web") / "static" / name
+    return path.read_bytes() if path.is_file() else None
+
+
+async def _serve(request: Request) -> Response:
+    name = request.path_params["name"]
+    body = _asset(name)
+    if body is None:
+        raise errors.NotFound()
+    media = _TYPES["." + name.rsplit(".", 1)[1]]
+    return Response(body, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+
+
+def asset_routes() -> list[Route]:
+    return [Route("/assets/{name}", _serve, methods=["GET"])]
+
+
+def page_language(accept_language: str | None) -> str:
+    """The first language of ``Accept-Language`` that the pages speak, by q-value; English
+    when none is. ``ko-KR,ko;q=0.9,en;q=0.5`` -> ``ko``."""
+    ranked: list[tuple[float, int, str]] = []
+    for i, part in enumerate((accept_language or "")[:512].split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        ranked.append((-q, i, tag.strip().lower()[:2]))
+    for neg_q, _, lang in sorted(ranked):
+        if neg_q < 0 and lang in LANGUAGES:
+            return lang
+    return "en"
