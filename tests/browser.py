@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,3 +97,14 @@ async def new_page(
         assert not foreign, f"the page asked other origins: {foreign}"
     finally:
         await context.close()
+
+
+async def screenshot(page: Any, name: str, tmp_path: Path) -> Path:
+    """Saves a screenshot of the page as ``<name>.png``: in the test's tmp dir, or, with
+    ``FLASHSALE_SCREENSHOTS=docs/screenshots``, in that folder (how the README's pictures
+    are made: ``FLASHSALE_SCREENSHOTS=docs/screenshots make test``)."""
+    folder = Path(os.environ.get("FLASHSALE_SCREENSHOTS") or tmp_path)
+    os.makedirs(folder, exist_ok=True)
+    path = folder / f"{name}.png"
+    await page.screenshot(path=path, animations="disabled", full_page=True)
+    return path
