@@ -1,19 +1,25 @@
-"""The admin API of API.md: create and change sales, pause and resume admissions."""
+"""The admin API of API.md: list, create and change sales, pause and resume admissions."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from infra.constants import SALES_KEY
 from infra.sale.keys import SaleKeys
 from infra.sale.views import existing_sale_info, path_sale_keys, product_view, sale_info_view
 from infra.web import errors
 from infra.web.app import JSONResponse, read_json_object
 from shop import catalog, dlq, order_store, sales
 from shop.context import ShopContext, shop_context
+
+# As many as the public catalog lists (shop.products): one reply stays small and quick even if
+# the index has grown.
+MAX_LISTED = 1000
 
 
 def _require_admin(request: Request) -> ShopContext:
@@ -29,6 +35,29 @@ async def _admin_view(ctx: ShopContext, keys: SaleKeys) -> dict[str, Any]:
     info = await existing_sale_info(ctx.scripts, keys)
     stored = await ctx.redis.hgetall(keys.sale)
     return {**product_view(keys.product_id, info), **catalog.config_view(stored)}
+
+
+async def _listed_view(ctx: ShopContext, product_id: str) -> dict[str, Any] | None:
+    """A sale's admin view, or None when its index entry has no sale behind it (sales.
+    create_sale indexes first, so an entry may briefly, or after a failed create, lack one)."""
+    keys = SaleKeys(product_id)
+    info = await ctx.scripts.info(keys)
+    stored = await ctx.redis.hgetall(keys.sale)
+    if not info or not stored:
+        return None
+    return {**product_view(product_id, info), **catalog.config_view(stored)}
+
+
+async def list_products(request: Request) -> Response:
+    ctx = _require_admin(request)
+    product_ids = sorted(await ctx.redis.smembers(SALES_KEY))[:MAX_LISTED]
+    views = await asyncio.gather(*(_listed_view(ctx, p) for p in product_ids))
+    return JSONResponse([view for view in views if view is not None])
+
+
+async def read_product(request: Request) -> Response:
+    ctx = _require_admin(request)
+    return JSONResponse(await _admin_view(ctx, path_sale_keys(request)))
 
 
 async def create_product(request: Request) -> Response:
