@@ -44,6 +44,7 @@ _ENV: dict[str, tuple[str, object]] = {
     "shop_port": ("FLASHSALE_SHOP_PORT", int),
     "scheduler_port": ("FLASHSALE_SCHEDULER_PORT", int),
     "public_gate_url": ("FLASHSALE_PUBLIC_GATE_URL", str),
+    "public_queue_url": ("FLASHSALE_PUBLIC_QUEUE_URL", str),
     "shop_upstream_url": ("FLASHSALE_SHOP_URL", str),
     "join_rate_per_ip": ("FLASHSALE_JOIN_RATE_PER_IP", float),
     "visitor_rate": ("FLASHSALE_VISITOR_RATE", float),
@@ -71,6 +72,8 @@ class Settings:
     shop_port: int = 8002
     scheduler_port: int = 8003
     public_gate_url: str = ""
+    # Where browsers reach the waiting room (the gate sends token-less shop visitors there).
+    public_queue_url: str = ""
     shop_upstream_url: str = ""
     join_rate_per_ip: float = 20.0
     visitor_rate: float = 10.0
@@ -163,7 +166,7 @@ class Settings:
 
     @property
     def queue_url(self) -> str:
-        return f"http://{self.host}:{self.queue_port}"
+        return self.public_queue_url or f"http://{self.host}:{self.queue_port}"
 
     @property
     def shop_url(self) -> str:
