@@ -18,6 +18,7 @@ PRODUCT_KEYS = {
     "stock_left",
     "sale_start",
     "state",
+    "per_user_limit",
 }
 SALE_INFO_KEYS = {
     "product_id",

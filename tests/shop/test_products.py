@@ -39,6 +39,7 @@ async def test_get_product_shape(client: httpx.AsyncClient, create_product: Crea
         "stock_left": 42,
         "sale_start": "2031-05-06T07:08:09.000Z",
         "state": "scheduled",
+        "per_user_limit": 1,
     }
     assert isinstance(product["price"], int)
 
