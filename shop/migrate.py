@@ -28,5 +28,9 @@ async def upgrade(database_url: str) -> None:
 
 if __name__ == "__main__":
     from infra.settings import Settings
+    from infra.web.logs import setup_logging
 
-    upgrade_sync(Settings.from_env().database_url)
+    settings = Settings.from_env()
+    # JSON lines like every other process; alembic's INFO steps show only at debug.
+    setup_logging(settings.log_level)
+    upgrade_sync(settings.database_url)

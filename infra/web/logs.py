@@ -8,6 +8,7 @@ import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import TextIO
 
 import orjson
 
@@ -18,6 +19,13 @@ _STANDARD_ATTRS = frozenset(
 )
 # A password in a URL (scheme://user:password@host) never reaches a log line, whoever logs it.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
+
+
+# Libraries that log at INFO on every tick, poll or rebalance (APScheduler: two lines per job
+# run every second; aiokafka: every group join; alembic: every migration step). Below debug
+# they are held at WARNING, so a process's log says what the platform does, not its plumbing.
+CHATTY_LOGGERS: tuple[str, ...] = ("apscheduler", "aiokafka", "alembic")
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 
 
 # The X-Request-Id of the request being served, set by infra.web.middleware: every line
@@ -63,12 +71,17 @@ class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler we installed, so a second setup replaces it instead of doubling lines."""
 
 
-def setup_logging(level: str | int = "info") -> None:
-    """Send every record of this process to stderr as one JSON object per line."""
+def setup_logging(level: str | int = "info", *, stream: TextIO | None = None) -> None:
+    """Send every record of this process to ``stream`` (stderr by default) as one JSON object
+    per line; the chatty libraries stay at WARNING unless ``level`` is debug."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _JsonHandler)]:
         root.removeHandler(handler)
-    handler = _JsonHandler(sys.stderr)
+    handler = _JsonHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(_JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    debug = root.getEffectiveLevel() <= logging.DEBUG
+    for name in CHATTY_LOGGERS:
+        # NOTSET at debug: they follow the root again, should an earlier setup have held them.
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
