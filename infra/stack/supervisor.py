@@ -73,13 +73,26 @@ class Child:
     spec: ChildSpec
     restarts: int = 0
     process: asyncio.subprocess.Process | None = None
+    ready: bool = False  # the current process answered its probe (or it has none)
+    last_exit_code: int | None = None
+    started_at: float = field(default_factory=time.monotonic)  # of the current process
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _probe_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _stopping: bool = field(default=False, repr=False)
     _spawning: bool = field(default=False, repr=False)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def state(self) -> str:
+        """What a person watching wants to know: starting, up, restarting, stopping, stopped."""
+        if self.pid is None:
+            return "stopped" if self._stopping else "restarting"
+        if self._stopping:
+            return "stopping"
+        return "up" if self.ready else "starting"
 
     @property
     def pid(self) -> int | None:
@@ -125,7 +138,7 @@ class Supervisor(Resource):
             raise RuntimeError("supervisor is stopping")
         if any(c.name == spec.name for c in self._children):
             raise ValueError(f"a child named {spec.name!r} already exists")
-        child = Child(spec)
+        child = Child(spec, ready=spec.probe is None)
         child.process = await self._spawn(spec)
         self._children.append(child)
         child._task = asyncio.create_task(self._watch(child), name=f"supervise-{spec.name}")
@@ -153,6 +166,7 @@ class Supervisor(Resource):
                 )
             try:
                 await asyncio.wait_for(probe(), timeout=remaining)
+                child.ready = True
                 return
             except Exception as exc:
                 # Any probe failure only means "not yet"; the deadline decides when to give up.
@@ -211,6 +225,8 @@ class Supervisor(Resource):
             assert proc is not None
             started = time.monotonic()
             code = await proc.wait()
+            child.ready = False
+            child.last_exit_code = code
             if child._stopping or self._stopping:
                 return
             if time.monotonic() - started >= self.healthy_reset_s:
@@ -234,13 +250,28 @@ class Supervisor(Resource):
             finally:
                 child._spawning = False
             child.restarts += 1
+            child.started_at = time.monotonic()
             if child._stopping:
                 return  # stop() is waiting for us and will stop the new process
+            if child.spec.probe is None:
+                child.ready = True
+            else:  # probed again, so that `ready` never vouches for a process nobody asked
+                if child._probe_task is not None:
+                    child._probe_task.cancel()  # it was asking the previous process
+                child._probe_task = asyncio.create_task(self._reprobe(child))
             logger.info("child restarted", extra={"child": child.name, "pid": child.process.pid})
+
+    async def _reprobe(self, child: Child) -> None:
+        with contextlib.suppress(ChildNotReady):
+            await self.wait_ready(child, self.backoff_max_s + 60.0)
 
     async def _stop_child(self, child: Child) -> int:
         """Returns 1 when the child had to be SIGKILLed."""
         child._stopping = True
+        if child._probe_task is not None:
+            child._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await child._probe_task
         task = child._task
         if task is not None and not task.done():
             if child._spawning:

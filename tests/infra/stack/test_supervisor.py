@@ -146,3 +146,30 @@ async def test_children_die_with_a_sigkilled_supervisor() -> None:
         await proc.wait()
     _, alive = await asyncio.to_thread(psutil.wait_procs, [orphan], 10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+async def test_state_follows_the_child_through_a_crash_and_its_probe(tmp_path: Path) -> None:
+    marker = tmp_path / "answering"
+    code = f"import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
+
+    async def probe() -> None:
+        if not marker.exists():
+            raise FileNotFoundError(marker)
+
+    async with Supervisor(backoff_initial_s=0.3) as supervisor:
+        child = await supervisor.add(ChildSpec("app", _python(code), probe=probe))
+        worker = await supervisor.add(ChildSpec("worker", _python("import time; time.sleep(60)")))
+        assert worker.state == "up"  # no probe: up once spawned
+        await supervisor.wait_ready(child, timeout_s=20)
+        assert child.state == "up"
+        first = child.pid
+        assert first is not None
+        marker.unlink()
+        os.kill(first, signal.SIGKILL)
+        await _eventually(lambda: child.state == "restarting")
+        assert child.last_exit_code == -signal.SIGKILL
+        # Respawned, it is "starting" until the probe answers again (it re-creates the marker).
+        await _eventually(lambda: child.pid not in (None, first))
+        await _eventually(lambda: child.state == "up")
+        assert child.restarts == 1
+    assert (child.state, worker.state) == ("stopped", "stopped")
