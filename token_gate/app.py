@@ -1,4 +1,4 @@
-"""The token gate: the public entry to the shop.
+"""The token gate: the public entry to the shop, and the shop page for people (shop_page.py).
 
 Catalog reads pass without a token. Everything under ``/products/{id}/orders`` needs an access
 token for that product, verified in-process (no network call), then a token from the visitor's
@@ -43,6 +43,7 @@ from token_gate.codec import AccessToken, TokenCodec, TokenExpired, TokenInvalid
 from token_gate.proxy import build_response, upstream_headers
 from token_gate.ratelimit import VisitorLimiter
 from token_gate.request_id import RequestIdMiddleware
+from token_gate.shop_page import ShopPage
 from token_gate.upstream import Upstream, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("flashsale.gate")
@@ -213,9 +214,11 @@ def create_app(
         Route("/products/{product_id}/orders", orders, methods=order_methods),
         Route("/products/{product_id}/orders/{rest:path}", orders, methods=order_methods),
     ]
+    shop_page = ShopPage(codec, settings.queue_url, settings.gate_url.startswith("https://"))
     routes = [
         Route("/products", public, methods=["GET"]),
         *hot,
+        Route("/shop/{product_id}", shop_page.endpoint, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
