@@ -1,16 +1,56 @@
-"""The waiting-room page: one static HTML file with its script inline, filled per product."""
+"""The waiting-room page: one HTML document, filled per product and per visitor's language.
+
+The markup, its style and its script are three files under ``static/`` (easier to read and
+lint apart); they are put together once, and only the product's name, its id, the language
+and a small JSON of the sale's public info are filled in per request. The page then loads
+only ``/assets/i18n.js`` and ``/assets/base.css`` from its own origin: nothing from another.
+"""
 
 from __future__ import annotations
 
+import html
+import re
 from functools import cache
 from importlib import resources
+from typing import Any
+
+import orjson
+
+_SLOT = re.compile(r"\{\{(\w+)\}\}")
+# What must not appear raw inside <script>: "</script>" or "<!--" would end or bend it, and
+# U+2028/9 are line breaks to older JS parsers.
+_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                  "\u2029": "\\u2029"}  # fmt: skip
+
+
+def _static(name: str) -> str:
+    return (resources.files("queue_server") / "static" / name).read_text(encoding="utf-8")
 
 
 @cache
 def _template() -> str:
-    return (resources.files("queue_server") / "static" / "waiting_room.html").read_text()
+    page = _static("waiting_room.html")
+    # Inlined as they are: neither file has a {{slot}} of its own, so the per-request filling
+    # below cannot touch them.
+    page = page.replace("/*{{style}}*/", _static("waiting_room.css"))
+    return page.replace("//{{script}}", _static("waiting_room.js"))
 
 
-def waiting_room_html(product_id: str) -> str:
-    # product_id matched ^[a-z0-9][a-z0-9-]{0,63}$ before it gets here: safe in HTML and JS.
-    return _template().replace("{{product_id}}", product_id)
+def script_json(value: Any) -> str:
+    """JSON that is safe inside an HTML ``<script>`` element, whatever its strings hold."""
+    text = orjson.dumps(value).decode()
+    return re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_UNSAFE[m[0]], text)
+
+
+def waiting_room_html(product_id: str, name: str, lang: str, sale: dict[str, Any]) -> str:
+    """The page of one sale. ``name`` is the operator's text: escaped here, never trusted.
+    ``sale`` is the public sale info (the JSON of ``GET /queue/{id}``) the script starts from."""
+    values = {
+        # product_id matched ^[a-z0-9][a-z0-9-]{0,63}$ before it got here; lang is ko or en.
+        "product_id": product_id,
+        "lang": lang,
+        "name": html.escape(name or product_id, quote=True),
+        "sale_json": script_json({**sale, "name": name or product_id}),
+    }
+    # One pass: a name that itself reads "{{lang}}" stays text, it is not filled again.
+    return _SLOT.sub(lambda m: values.get(m[1], m[0]), _template())

@@ -83,7 +83,7 @@ def poll_after_ms(reply: Reply) -> int:
     return cap  # admitted, expired, sold_out, closed: nothing more will change soon
 
 
-def status_body(product_id: str, reply: Reply, visitor_id: str, shop_url: str) -> dict[str, Any]:
+def status_body(product_id: str, reply: Reply, visitor_id: str, gate_url: str) -> dict[str, Any]:
     state = reply.state
     body: dict[str, Any] = {
         "state": state,
@@ -102,7 +102,12 @@ def status_body(product_id: str, reply: Reply, visitor_id: str, shop_url: str) -
     elif state == "admitted":
         body["access_token"] = reply.token
         body["expires_at"] = iso_utc(reply.token_expiry_ms)
-        body["shop_url"] = f"{shop_url}/products/{product_id}"
+        body["shop_url"] = f"{gate_url}/products/{product_id}"  # the API's, for clients
+        body["shop_page_url"] = f"{gate_url}/shop/{product_id}"  # the page, for people
     if reply.early and reply.seed:
         body["draw"] = draw(reply.seed, visitor_id)
+        # The draw's message, so that the page can recompute the draw from the seed ("check
+        # my draw"). Only its own visitor gets it, with its own ticket; it grants nothing:
+        # the gate trusts visitor ids only from a signed token.
+        body["visitor_id"] = visitor_id
     return body

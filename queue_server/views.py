@@ -17,6 +17,7 @@ from infra.sale.views import existing_sale_info, path_sale_keys, sale_info_view
 from infra.settings import Settings
 from infra.web import errors
 from infra.web.app import ClientAddress, JSONResponse, retry_after_s
+from infra.web.assets import page_language
 from infra.web.metrics import Metrics
 from queue_server.page import waiting_room_html
 from queue_server.status import Reply, status_body
@@ -210,7 +211,17 @@ async def sale_info(request: Request) -> Response:
 
 
 async def waiting_room(request: Request) -> Response:
+    """The page for people. The product's name and the sale's public info are filled in here
+    (escaped), so the page shows them at once without a request of its own; the language is
+    the server's reading of Accept-Language, which the visitor's switch then overrides."""
+    ctx = _ctx(request)
     keys = path_sale_keys(request)
-    if not await _ctx(request).redis.exists(keys.sale):
-        raise errors.NotFound("no such product")
-    return HTMLResponse(waiting_room_html(keys.product_id))
+    info = await existing_sale_info(ctx.scripts, keys)
+    page = waiting_room_html(
+        keys.product_id,
+        info.get("name") or keys.product_id,
+        page_language(request.headers.get("accept-language")),
+        sale_info_view(keys.product_id, info),
+    )
+    # The page carries the sale's state of this moment: a cached copy would start stale.
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})

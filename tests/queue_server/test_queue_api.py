@@ -54,7 +54,9 @@ async def test_pass_through_when_the_line_is_empty_and_there_is_room(
         codec.read_ticket(body["ticket"]).visitor_id,
     )
     assert body["expires_at"].endswith("Z")
-    assert body["shop_url"].endswith(f"/products/{keys.product_id}")
+    # The API's product URL for clients (Locust), and the page for people: both on the gate.
+    assert body["shop_url"] == f"http://127.0.0.1:8000/products/{keys.product_id}"
+    assert body["shop_page_url"] == f"http://127.0.0.1:8000/shop/{keys.product_id}"
     second = await join(client, keys.product_id)
     assert second.status_code == 201
     assert second.json()["state"] == "waiting"
