@@ -3,6 +3,11 @@
 Unless URLs are given, it first starts the embedded Valkey, PostgreSQL and tansu under
 ``--data-dir``; then the four app processes; prints one READY line when every /healthz answers;
 and stops everything it started, in reverse order, on SIGINT/SIGTERM.
+
+On a terminal it draws a live console (infra/stack/console.py) and every process logs to its
+own file under ``<data-dir>/logs/``; otherwise (or with ``--log-format json``) the READY line
+is the first line on stdout and the JSON log lines go to stderr, for tools to read.
+``flashsale sale ...`` is the admin API from a terminal (infra/stack/sales.py).
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ import httpx
 
 from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY
 from infra.settings import ConfigError, Settings
-from infra.stack import storm
+from infra.stack import sales, storm
+from infra.stack.console import OWN_LOG, UpConsole, Urls
 from infra.stack.embedded import PostgresServer, TansuServer, ValkeyServer, start_embedded
 from infra.stack.supervisor import ChildSpec, Supervisor
-from infra.web.logs import setup_logging
+from infra.web.logs import LOG_LEVELS, setup_logging
 
 logger = logging.getLogger("flashsale.cli")
 
@@ -47,6 +53,7 @@ MIGRATE_MODULE = "shop.migrate"
 READY_TIMEOUT_S = 60.0
 DEMO_PRODUCT_ID = "demo-sneaker"
 DEMO_OPENS_IN_S = 20
+DEMO_IDS = 20  # demo-sneaker, demo-sneaker-2, ...: one per run whose demo had opened
 
 # Flags that name an external server; given by flag or env, that server is not embedded.
 _EXTERNAL = {
@@ -60,15 +67,54 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+EXAMPLES = {
+    "flashsale": """examples:
+  flashsale up --demo                      # the platform and a demo sale, on this machine
+  flashsale sale list --dev                # the sales of that platform
+  flashsale storm --visitors 2000 --stock 100
+  flashsale <command> --help               # each command's flags and examples""",
+    "up": """examples:
+  flashsale up --demo                      # dev keys and a demo sale that opens in 20 s
+  flashsale up --dev --log-level debug     # with APScheduler's, aiokafka's and alembic's lines
+  flashsale up --dev | tee up.out          # not a terminal: READY first, JSON logs on stderr
+  FLASHSALE_SECRET_KEYS=... FLASHSALE_ADMIN_KEY=... flashsale up --redis-url redis://r:6379/0""",
+    "bench": """examples:
+  flashsale bench --quick
+  flashsale bench --only queue,gate --out results.json""",
+    "storm": """examples:
+  flashsale storm --visitors 2000 --stock 100
+  flashsale storm --visitors 50000 --stock 1000 --mode fifo --refresh-share 0.1""",
+}
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    # Raw: the examples keep their lines and indentation.
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flashsale", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="flashsale",
+        description="The flash-sale platform on one machine, its sales from a terminal, "
+        "its benchmarks and storms.",
+        epilog=EXAMPLES["flashsale"],
+        formatter_class=_formatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    bench = commands.add_parser("bench", help="measure issue 7's targets in one run")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+            formatter_class=_formatter,
+        )  # fmt: skip
+        return parser
+
+    bench = command("bench", "measure issue 7's targets in one run")
     bench.add_argument("--quick", action="store_true", help="smaller sizes: under 5 minutes")
     bench.add_argument("--out", type=Path, help="write the figures as JSON to this file")
     bench.add_argument("--only", help="comma-separated groups: queue,gate,orders,sellout,storm")
     bench.add_argument("--tool", choices=("auto", "wrk", "httpx"), help="load generator")
-    up = commands.add_parser("up", help="run the platform until SIGINT/SIGTERM")
+    up = command("up", "run the platform until SIGINT/SIGTERM")
     # Every default is None: an absent flag leaves the env var (or the built-in default) alone.
     up.add_argument("--host", help="address the HTTP processes bind (default 127.0.0.1)")
     up.add_argument("--gate-port", type=int)
@@ -85,7 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--trusted-proxies", type=_csv, help="comma-separated proxy addresses")
     up.add_argument("--dev", action="store_true", default=None, help="allow the built-in dev keys")
     up.add_argument("--demo", action="store_true", help="--dev plus a demo sale that opens soon")
-    storm.add_arguments(commands.add_parser("storm", help="a Locust storm, checked and reported"))
+    up.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="every process's level (env FLASHSALE_LOG_LEVEL; info). At debug, APScheduler, "
+        "aiokafka and alembic log their INFO lines too",
+    )
+    up.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default="auto",
+        help="auto: the live console on a terminal, JSON lines otherwise (auto)",
+    )
+    storm.add_arguments(command("storm", "a Locust storm, checked and reported"))
+    sales.add_parser(commands)
     return parser
 
 
@@ -107,6 +166,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Sett
             "visitor_rate",
             "trusted_proxies",
             "dev",
+            "log_level",
         )
     }
     if args.demo:
@@ -114,7 +174,12 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Sett
     if args.data_dir is not None:
         overrides["data_dir"] = args.data_dir
     settings = Settings.from_env(env, **overrides)
-    return settings.replace(data_dir=settings.data_dir.resolve())
+    level = settings.log_level.lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"FLASHSALE_LOG_LEVEL={settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
+    return settings.replace(data_dir=settings.data_dir.resolve(), log_level=level)
 
 
 def embedded_wanted(args: argparse.Namespace, env: Mapping[str, str]) -> set[str]:
@@ -165,14 +230,26 @@ def _healthz_probe(url: str) -> Callable[[], Awaitable[None]]:
     return probe
 
 
-def app_children(settings: Settings, env: Mapping[str, str]) -> list[ChildSpec]:
+def _log_path(logs_dir: Path | None, name: str) -> Path | None:
+    return logs_dir / f"{name}.log" if logs_dir is not None else None
+
+
+def app_children(
+    settings: Settings, env: Mapping[str, str], logs_dir: Path | None = None
+) -> list[ChildSpec]:
+    """The app processes; with ``logs_dir``, each logs to ``<logs_dir>/<module>.log``
+    (otherwise to our stderr)."""
     specs = []
     for module, port_field in APP_MODULES:
         port = getattr(settings, port_field)
         url = f"http://{_connect_host(settings.host)}:{port}/healthz"
         argv = [sys.executable, "-m", module]
-        specs.append(ChildSpec(module, argv, env=env, probe=_healthz_probe(url)))
-    specs.extend(ChildSpec(m, [sys.executable, "-m", m], env=env) for m in WORKER_MODULES)
+        log = _log_path(logs_dir, module)
+        specs.append(ChildSpec(module, argv, env=env, probe=_healthz_probe(url), log_path=log))
+    specs.extend(
+        ChildSpec(m, [sys.executable, "-m", m], env=env, log_path=_log_path(logs_dir, m))
+        for m in WORKER_MODULES
+    )
     return specs
 
 
@@ -205,13 +282,24 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **settings.to_env()}
 
 
-async def migrate_database(settings: Settings) -> None:
+async def migrate_database(settings: Settings, logs_dir: Path | None = None) -> None:
     """Bring the schema up to date with `python -m shop.migrate`: a process, like every other
     service, so that the stack never imports a service package."""
     argv = [sys.executable, "-m", MIGRATE_MODULE]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=_child_env(settings), stdin=asyncio.subprocess.DEVNULL
-    )
+    log_path = _log_path(logs_dir, MIGRATE_MODULE)
+    with contextlib.ExitStack() as files:
+        out = None  # our stdout and stderr, as before
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            out = files.enter_context(log_path.open("ab"))
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            env=_child_env(settings),
+            stdin=asyncio.subprocess.DEVNULL,
+            # Its output never goes to our stdout, where the READY line must come first.
+            stdout=out if out is not None else sys.stderr.fileno(),
+            stderr=out,
+        )
     try:
         code = await proc.wait()
     except asyncio.CancelledError:  # asked to stop while migrating: leave no orphan behind
@@ -223,13 +311,16 @@ async def migrate_database(settings: Settings) -> None:
         raise RuntimeError(f"{MIGRATE_MODULE} exited with code {code}")
 
 
-async def start_apps(supervisor: Supervisor, settings: Settings) -> None:
+async def start_apps(
+    supervisor: Supervisor, settings: Settings, logs_dir: Path | None = None
+) -> None:
     env = _child_env(settings)
-    children = [await supervisor.add(spec) for spec in app_children(settings, env)]
+    children = [await supervisor.add(spec) for spec in app_children(settings, env, logs_dir)]
     await asyncio.gather(*(supervisor.wait_ready(c, READY_TIMEOUT_S) for c in children))
 
 
-async def create_demo_sale(settings: Settings) -> None:
+async def create_demo_sale(settings: Settings) -> str:
+    """Create (or reopen) the demo sale; returns its product id."""
     sale_start = datetime.now(UTC) + timedelta(seconds=DEMO_OPENS_IN_S)
     fresh = {"sale_start": sale_start.isoformat().replace("+00:00", "Z"), "stock": 50}
     product = {
@@ -247,14 +338,25 @@ async def create_demo_sale(settings: Settings) -> None:
     async with httpx.AsyncClient(
         base_url=settings.shop_url, headers=headers, timeout=10.0, trust_env=False
     ) as client:
-        response = await client.post("/admin/products", json=product)
-        if response.status_code == 409:  # left from an earlier run: reopen it
-            response = await client.patch(f"/admin/products/{DEMO_PRODUCT_ID}", json=fresh)
-        response.raise_for_status()
-    print(
-        f"Demo sale: {settings.queue_url}/wait/{DEMO_PRODUCT_ID} opens in {DEMO_OPENS_IN_S} s",
-        flush=True,
-    )
+        for n in range(1, DEMO_IDS + 1):
+            product_id = DEMO_PRODUCT_ID if n == 1 else f"{DEMO_PRODUCT_ID}-{n}"
+            response = await client.post("/admin/products", json={**product, "id": product_id})
+            if response.status_code == 409:  # left from an earlier run: reopen it
+                response = await client.patch(f"/admin/products/{product_id}", json=fresh)
+                if response.status_code == 422:
+                    # It opened in that run, and an opened sale's start cannot move: the
+                    # newcomer gets a fresh demo under the next id instead of a stale one.
+                    continue
+            response.raise_for_status()
+            return product_id
+    raise httpx.HTTPError(f"the demo ids {DEMO_PRODUCT_ID}..-{DEMO_IDS} have all been used")
+
+
+def _say(view: UpConsole | None, line: str) -> None:
+    if view is not None:
+        view.print(line)
+    else:
+        print(line, flush=True)
 
 
 async def up(
@@ -263,15 +365,26 @@ async def up(
     embedded: set[str],
     demo: bool = False,
     stop: asyncio.Event | None = None,
+    view: UpConsole | None = None,
 ) -> int:
-    """Run the platform until ``stop`` is set (SIGINT/SIGTERM); returns the exit code."""
+    """Run the platform until ``stop`` is set (SIGINT/SIGTERM); returns the exit code.
+
+    With a ``view`` (a terminal), the processes log to files under ``<data-dir>/logs/`` and
+    the view shows what matters; without, they log to our stderr as JSON lines.
+    """
     stop = stop if stop is not None else asyncio.Event()
-    async with Supervisor() as supervisor:
+    logs_dir = settings.data_dir / "logs" if view is not None else None
+    async with contextlib.AsyncExitStack() as stack:
+        if view is not None:
+            await stack.enter_async_context(view)  # entered first: it outlives the children
+        supervisor = await stack.enter_async_context(Supervisor())
+        if view is not None:
+            view.supervisor = supervisor
 
         async def start_all() -> Settings:
             final = await start_infrastructure(supervisor, settings, embedded)
-            await migrate_database(final)
-            await start_apps(supervisor, final)
+            await migrate_database(final, logs_dir)
+            await start_apps(supervisor, final, logs_dir)
             return final
 
         startup = asyncio.create_task(start_all())
@@ -289,19 +402,25 @@ async def up(
             logger.error("startup failed", extra={"error": str(exc)})
             print(f"flashsale: startup failed: {exc}", file=sys.stderr, flush=True)
             return 1
-        print(
-            f"READY gate={final.gate_url} queue={final.queue_url} shop={final.shop_url}",
-            flush=True,
-        )
+        _say(view, f"READY gate={final.gate_url} queue={final.queue_url} shop={final.shop_url}")
+        if view is not None:
+            view.ready(Urls(final.gate_url, final.queue_url, final.shop_url))
         if demo:
             try:
-                await create_demo_sale(final)
+                demo_id = await create_demo_sale(final)
+                if view is not None:
+                    view.demo_product = demo_id
+                wait_url = f"{final.queue_url}/wait/{demo_id}"
+                _say(view, f"Demo sale: {wait_url} opens in {DEMO_OPENS_IN_S} s")
             except httpx.HTTPError as exc:
                 # The platform itself is up; say why the demo is missing and keep running.
                 logger.error("demo sale not created", extra={"error": str(exc)})
-                print(f"flashsale: demo sale not created: {exc}", file=sys.stderr, flush=True)
+                if view is None:
+                    print(f"flashsale: demo sale not created: {exc}", file=sys.stderr, flush=True)
         await stopping
         logger.info("stopping")
+        if view is not None:
+            view.phase = "stopping"
     return 0
 
 
@@ -323,7 +442,19 @@ def _run_up(args: argparse.Namespace) -> int:
             flush=True,
         )
         return 1
-    setup_logging(settings.log_level)
+    view = None
+    if args.log_format == "console" or (args.log_format == "auto" and sys.stdout.isatty()):
+        logs_dir = settings.data_dir / "logs"
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        # Line-buffered and never closed: the last line before exit must reach the file.
+        own_log = (logs_dir / OWN_LOG).open("a", buffering=1)
+        setup_logging(settings.log_level, stream=own_log)
+        view = UpConsole(
+            logs_dir=logs_dir,
+            admin_key=settings.admin_key,
+        )
+    else:
+        setup_logging(settings.log_level)
     # Every health poll would be an INFO line otherwise.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     dev_keys = settings.admin_key == DEV_ADMIN_KEY or DEV_SECRET_KEY in settings.secret_keys
@@ -341,7 +472,7 @@ def _run_up(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            return await up(settings, embedded=embedded, demo=args.demo, stop=stop)
+            return await up(settings, embedded=embedded, demo=args.demo, stop=stop, view=view)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -372,3 +503,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_run_up(args))
     if args.command == "storm":
         sys.exit(storm.run(args))
+    if args.command == "sale":
+        sys.exit(sales.run(args, os.environ))
