@@ -22,7 +22,7 @@ from infra.web import errors
 from infra.web.app import JSONResponse, build_app
 from infra.web.errors import error_response
 from infra.web.metrics import Metrics
-from shop import admin, orders, products
+from shop import admin, dashboard, orders, products
 from shop.compensation import Compensation
 from shop.context import ShopContext, shop_context
 from shop.producer import EventProducer
@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/admin/sales/{product_id}/stats", admin.stats, methods=["GET"]),
         Route("/admin/dlq", admin.dead_letters, methods=["GET"]),
         Route("/admin/dlq/replay", admin.replay_dead_letters, methods=["POST"]),
+        *dashboard.routes(),  # the page and its files, all under /admin/ (see shop.dashboard)
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
