@@ -25,6 +25,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 
@@ -87,13 +88,21 @@ EXAMPLES = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line and exit code 2, like every other bad setting (argparse would
+    print the whole usage first, and the reason last)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
     # Raw: the examples keep their lines and indentation.
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="flashsale",
         description="The flash-sale platform on one machine, its sales from a terminal, "
         "its benchmarks and storms.",

@@ -52,7 +52,8 @@ OPTIONAL_FIELDS: tuple[tuple[str, type, str], ...] = (
 
 EXAMPLES = {
     "sale": """examples:
-  export FLASHSALE_ADMIN_KEY=...            # or --dev against `flashsale up --dev/--demo`
+  flashsale sale list --dev                 # against `flashsale up --dev` (or --demo)
+  export FLASHSALE_SHOP_URL=http://shop.internal:8002 FLASHSALE_ADMIN_KEY=...
   flashsale sale create air-max-1 --name "Air Max 1" --price 12900 --stock 2000 --start "in 10m"
   flashsale sale list
   flashsale sale watch air-max-1""",
@@ -102,7 +103,8 @@ def add_parser(commands: Any) -> None:
     sale = commands.add_parser(
         "sale",
         help="create, list, pause, resume and watch sales (the admin API)",
-        description="Call the shop's admin API. " + __doc__.splitlines()[0].split(": ", 1)[1],
+        description="Call the shop's admin API from a terminal. Exit codes: 0 done, 1 the "
+        "shop said no or could not be reached, 2 a bad setting.",
         epilog=EXAMPLES["sale"],
         formatter_class=_formatter,
     )
