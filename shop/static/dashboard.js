@@ -19,6 +19,8 @@
   const STATE_RANK = { open: 0, paused: 1, prequeue: 2, scheduled: 3, sold_out: 4, closed: 5 };
   const NUM = new Intl.NumberFormat("en-US");
   const RATE = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
+  const CLOCK = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const clock = (s) => CLOCK.format(new Date(s * 1000));
   const $ = (id) => document.getElementById(id);
 
   class AuthError extends Error {}
@@ -37,6 +39,7 @@
     rings: new Map(),   // id -> {t, waiting, admitted, orders}
     selected: null,     // id of the sale in the detail panel
     charts: null,
+    xRange: [0, 60],    // the charts' time axis, set from the selected sale's samples
     timer: null,
     busy: false,
     tick: 0,
@@ -168,7 +171,7 @@
       renderTable();
       renderDetail();
       $("status").textContent =
-        `Updated ${new Date().toLocaleTimeString("en-GB")} · sampling every ${SAMPLE_MS / 1000} s`;
+        `Updated ${clock(t)} · sampling every ${SAMPLE_MS / 1000} s`;
     } catch (err) {
       if (!(err instanceof AuthError)) {
         $("status").textContent = `The shop is not answering (${err.message}); retrying.`;
@@ -329,28 +332,38 @@
 
   function drawCharts() {
     const r = state.rings.get(state.selected);
-    if (!r || typeof uPlot === "undefined") return;
+    if (!r || !r.t.length || typeof uPlot === "undefined") return;
     if (!state.charts) {
       state.charts = CHARTS.map((spec) => {
         const el = $(spec.id);
         return new uPlot({
           width: chartWidth(el),
           height: 180,
-          scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.1)] } },
+          // The x axis spans the samples, at least the last minute (uPlot alone stretches a
+          // lone first sample over 1,000 days). From zero on the y axis, so that a flat line
+          // does not look like a cliff.
+          scales: {
+            x: { time: true, range: () => state.xRange },
+            y: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.1)] },
+          },
           series: [{}, { label: spec.label, stroke: spec.stroke, width: 2, spanGaps: true }],
-          axes: [{}, { size: 60 }],
+          // One line of local time per tick (uPlot's own two-line labels overlap at a
+          // minute's turn), at least 70 px apart.
+          axes: [{ values: (u, splits) => splits.map(clock), space: 70 }, { size: 60 }],
           legend: { show: false }, // the caption says what the line is and its latest value
         }, [[], []], el);
       });
     }
+    const last = r.t[r.t.length - 1];
+    state.xRange = [Math.min(r.t[0], last - 60), last];
     CHARTS.forEach((spec, i) => {
       const ys = spec.data(r);
       state.charts[i].setData([r.t.slice(), ys]);
       const el = $(spec.id);
       el.dataset.points = String(r.t.length);
-      const last = ys.length ? ys[ys.length - 1] : null;
+      const now = ys.length ? ys[ys.length - 1] : null;
       el.parentElement.querySelector("[data-field=now]").textContent =
-        last === null ? "—" : RATE.format(last);
+        now === null ? "—" : RATE.format(now);
     });
   }
 

@@ -31,7 +31,7 @@ from infra.settings import Settings
 from infra.web.metrics import Metrics
 from scheduler.admission import Admissions
 from shop.app import create_app
-from tests.browser import chromium, new_page, require_browser, screenshot
+from tests.browser import PHONE, chromium, new_page, require_browser, screenshot
 from tests.orders.conftest import identity
 from tests.support import new_sale, open_sale, sale_body, unique_id
 from token_gate.codec import TokenCodec
@@ -442,3 +442,20 @@ async def test_the_charts_fill_with_samples(
 def _caption(page: Page, chart: str) -> Any:
     """The latest value under a chart."""
     return page.locator(f"#{chart}").locator("xpath=..").locator("[data-field=now]")
+
+
+async def test_it_holds_at_phone_width(
+    browser: Any, shop_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    keys = await _sale_with_line(redis, 5)
+    async with new_page(browser, viewport=PHONE) as page:
+        await _sign_in(page, shop_url)
+        await _show(page, keys.product_id)
+        await expect(page.locator("#chart-line canvas")).to_have_count(1)
+        # Only the table scrolls sideways (in its own box); the page itself does not.
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], width
+        for chart in STROKES:
+            box = await page.locator(f"#{chart}").bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], chart
+        await screenshot(page, "dashboard-phone", tmp_path)
