@@ -49,7 +49,8 @@ class Platform:
         assert reply.status_code == 201, reply.text
         return str(body["id"])
 
-    def token(self, product_id: str, visitor: str, ttl_s: int = 600) -> str:
+    def token(self, product_id: str, visitor: str, ttl_s: int = 900) -> str:
+        # Longer than the default hold (600 s), so the countdown is the hold's.
         return self.codec.mint_access(visitor, product_id, int(time.time()) + ttl_s)
 
     def shop_url(self, product_id: str, token: str) -> str:
@@ -227,13 +228,21 @@ async def test_cancel_gives_the_stock_back(platform: Platform, browser: Any) -> 
     pid = await platform.sale(stock=5)
     visitor = unique_id("v")
     async with new_page(browser) as page:
-        await page.goto(platform.shop_url(pid, platform.token(pid, visitor)))
+        # Access for two minutes only: the hold (10) outlasts it, so paying is possible
+        # while the access lasts, and that is the countdown shown.
+        await page.goto(platform.shop_url(pid, platform.token(pid, visitor, ttl_s=120)))
         await expect(page.locator("#stock")).to_have_text("5 left of 5")
         await page.click("#buy")
         await wait_for_status(page, "placed")
         await expect(page.locator("#stock")).to_have_text("4 left of 5")
         assert await platform.stock_left(pid) == 4
-        first = await page.locator("#hold").text_content()
+        hold = page.locator("#hold")
+        await expect(hold).to_have_text(
+            re.compile(
+                r"^Pay within (2:00|1:[0-5]\d), while your time to shop lasts \(until .+\)\.$"
+            )
+        )
+        first = await hold.text_content()
         await page.wait_for_timeout(1_100)
         assert await page.locator("#hold").text_content() != first  # the countdown moves
 
