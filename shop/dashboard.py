@@ -33,6 +33,7 @@ _TYPES = {
 # list rather than a directory walk: nothing else in the package is reachable by a crafted path.
 STATIC_FILES = (
     "dashboard.js",
+    "dashboard_charts.js",
     "dashboard.css",
     "vendor/uplot/uPlot.iife.min.js",
     "vendor/uplot/uPlot.min.css",

@@ -5,8 +5,9 @@
 //   GET /admin/products            the sales and their settings (every LIST_EVERY samples)
 //   GET /admin/sales/{id}/stats    the live figures of the shown sales (every sample)
 //   GET /admin/dlq                 the dead letters (every LIST_EVERY samples)
-// The charts are sampled here, every SAMPLE_MS, into a ring of the last WINDOW_S per sale;
-// the rates are deltas of the counters (tokens issued, orders of every status) between samples.
+// The charts' figures are sampled here, every SAMPLE_MS, into a ring of the last WINDOW_S per
+// sale; dashboard_charts.js draws them, the rates as deltas of the counters (tokens issued,
+// orders of every status) between samples.
 (() => {
   "use strict";
   const KEY_STORE = "fs_admin_key";
@@ -19,8 +20,7 @@
   const STATE_RANK = { open: 0, paused: 1, prequeue: 2, scheduled: 3, sold_out: 4, closed: 5 };
   const NUM = new Intl.NumberFormat("en-US");
   const RATE = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
-  const CLOCK = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  const clock = (s) => CLOCK.format(new Date(s * 1000));
+  const clock = FS_CHARTS.clock;
   const $ = (id) => document.getElementById(id);
 
   class AuthError extends Error {}
@@ -38,8 +38,7 @@
     stats: new Map(),   // id -> the last stats
     rings: new Map(),   // id -> {t, waiting, admitted, orders}
     selected: null,     // id of the sale in the detail panel
-    charts: null,
-    xRange: [0, 60],    // the charts' time axis, set from the selected sale's samples
+    charts: new FS_CHARTS.Charts(), // dashboard_charts.js
     timer: null,
     busy: false,
     tick: 0,
@@ -264,7 +263,7 @@
 
   function select(id) {
     state.selected = id;
-    destroyCharts();
+    state.charts.clear();
     fillEditForm();
     $("edit-message").textContent = "";
     $("pause-message").textContent = "";
@@ -295,84 +294,9 @@
     pause.textContent = s.state === "paused" ? "Resume admissions" : "Pause admissions";
     pause.dataset.action = s.state === "paused" ? "resume" : "pause";
     pause.disabled = s.state === "closed" || s.state === "sold_out";
-    drawCharts();
-  }
-
-  // --- charts (uPlot, vendored under /admin/static/vendor/uplot) ------------------------------
-
-  function rates(t, counter) {
-    const out = [null];
-    for (let i = 1; i < t.length; i++) {
-      const dt = t[i] - t[i - 1];
-      out.push(dt > 0 ? Math.max(0, counter[i] - counter[i - 1]) / dt : null);
-    }
-    return out;
-  }
-
-  const CHARTS = [
-    { id: "chart-line", label: "waiting", stroke: "#0056b3", data: (r) => r.waiting },
-    { id: "chart-admissions", label: "admitted/s", stroke: "#146c2e",
-      data: (r) => rates(r.t, r.admitted) },
-    { id: "chart-orders", label: "orders/s", stroke: "#8a4b00", data: (r) => rates(r.t, r.orders) },
-  ];
-
-  function destroyCharts() {
-    if (!state.charts) return;
-    state.charts.forEach((c) => c.destroy());
-    state.charts = null;
-    for (const spec of CHARTS) {
-      $(spec.id).dataset.points = "0";
-      $(spec.id).parentElement.querySelector("[data-field=now]").textContent = "—";
-    }
-  }
-
-  function chartWidth(el) {
-    return Math.max(240, Math.floor(el.clientWidth || 320));
-  }
-
-  function drawCharts() {
     const r = state.rings.get(state.selected);
-    if (!r || !r.t.length || typeof uPlot === "undefined") return;
-    if (!state.charts) {
-      state.charts = CHARTS.map((spec) => {
-        const el = $(spec.id);
-        return new uPlot({
-          width: chartWidth(el),
-          height: 180,
-          // The x axis spans the samples, at least the last minute (uPlot alone stretches a
-          // lone first sample over 1,000 days). From zero on the y axis, so that a flat line
-          // does not look like a cliff.
-          scales: {
-            x: { time: true, range: () => state.xRange },
-            y: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.1)] },
-          },
-          series: [{}, { label: spec.label, stroke: spec.stroke, width: 2, spanGaps: true }],
-          // One line of local time per tick (uPlot's own two-line labels overlap at a
-          // minute's turn), at least 70 px apart.
-          axes: [{ values: (u, splits) => splits.map(clock), space: 70 }, { size: 60 }],
-          legend: { show: false }, // the caption says what the line is and its latest value
-        }, [[], []], el);
-      });
-    }
-    const last = r.t[r.t.length - 1];
-    state.xRange = [Math.min(r.t[0], last - 60), last];
-    CHARTS.forEach((spec, i) => {
-      const ys = spec.data(r);
-      state.charts[i].setData([r.t.slice(), ys]);
-      const el = $(spec.id);
-      el.dataset.points = String(r.t.length);
-      const now = ys.length ? ys[ys.length - 1] : null;
-      el.parentElement.querySelector("[data-field=now]").textContent =
-        now === null ? "—" : RATE.format(now);
-    });
+    if (r) state.charts.draw(r);
   }
-
-  window.addEventListener("resize", () => {
-    if (!state.charts) return;
-    CHARTS.forEach((spec, i) => {
-      state.charts[i].setSize({ width: chartWidth($(spec.id)), height: 180 });
-    });
-  });
 
   // --- controls -------------------------------------------------------------------------------
 

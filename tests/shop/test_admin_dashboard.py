@@ -17,6 +17,7 @@ from tests.shop.helpers import assert_error
 
 FILES = {
     "/admin/static/dashboard.js": "text/javascript",
+    "/admin/static/dashboard_charts.js": "text/javascript",
     "/admin/static/dashboard.css": "text/css",
     "/admin/static/vendor/uplot/uPlot.iife.min.js": "text/javascript",
     "/admin/static/vendor/uplot/uPlot.min.css": "text/css",
