@@ -149,7 +149,9 @@
   const FIRST_KEY = "fs_first_" + product;
   let firstPosition = Number(sessionStorage.getItem(FIRST_KEY)) || null;
 
-  const i18n = FS_I18N.init({ en, ko }, () => render());
+  // init() renders once itself, before it has returned the api that render() needs.
+  let i18n = null;
+  i18n = FS_I18N.init({ en, ko }, () => { if (i18n) render(); });
 
   function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
   function setHTML(el, html) { if (el.innerHTML !== html) el.innerHTML = html; }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -51,3 +52,28 @@ def tick(admissions: Admissions):
         return (await admissions.tick(product_id, n, interval_ms=0)).admitted
 
     return run
+
+
+# The browser tests of the waiting room (test_waiting_room_*.py): one queue server under
+# uvicorn and one Chromium per module, so that a module pays their start-up once.
+
+
+@pytest.fixture(scope="module")
+def page_settings(redis_url: str) -> Settings:
+    return Settings.from_env({}, dev=True, redis_url=redis_url, join_rate_per_ip=0)
+
+
+@pytest.fixture(scope="module")
+async def queue_url(page_settings: Settings) -> AsyncIterator[str]:
+    from tests.queue_server.waiting_room import serving
+
+    async with serving(create_app(page_settings)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Any]:
+    from tests.browser import chromium
+
+    async with chromium() as launched:
+        yield launched
