@@ -17,6 +17,8 @@
   // At most this many sales are sampled at once (the filtered, best-ranked rows), so that a
   // shop with hundreds of sales is not asked hundreds of stats a second by one tab.
   const MAX_ROWS = 20;
+  // GET /admin/dlq lists at most this many (shop/dlq.py's LIST_LIMIT): a full page means more.
+  const DLQ_LISTED = 500;
   const STATE_RANK = { open: 0, paused: 1, prequeue: 2, scheduled: 3, sold_out: 4, closed: 5 };
   const NUM = new Intl.NumberFormat("en-US");
   const RATE = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
@@ -204,7 +206,8 @@
 
   function renderDlq(count) {
     const el = $("dlq");
-    el.textContent = `Dead letters: ${NUM.format(count)}`;
+    const more = count >= DLQ_LISTED ? " or more" : "";
+    el.textContent = `Dead letters: ${NUM.format(count)}${more}`;
     el.dataset.value = String(count);
     el.classList.toggle("bad", count > 0);
   }

@@ -8,11 +8,13 @@ call behind them needs the key.
 from __future__ import annotations
 
 import re
+from importlib import resources
 
 import httpx
 import pytest
 
 from infra.constants import HEADER_GATE_SECRET
+from shop.dlq import LIST_LIMIT
 from tests.shop.helpers import assert_error
 
 FILES = {
@@ -64,8 +66,6 @@ async def test_the_files_are_served_without_key_or_secret(
 
 
 async def test_uplot_ships_with_its_licence(bare: httpx.AsyncClient) -> None:
-    from importlib import resources
-
     licence = resources.files("shop") / "static" / "vendor" / "uplot" / "LICENSE"
     assert "MIT" in licence.read_text() and "Leon Sorokin" in licence.read_text()
     script = (await bare.get("/admin/static/vendor/uplot/uPlot.iife.min.js")).text
@@ -93,3 +93,11 @@ async def test_nothing_else_is_reachable(bare: httpx.AsyncClient, path: str) -> 
 async def test_data_behind_the_page_needs_the_key(bare: httpx.AsyncClient) -> None:
     for path in ("/admin/products", "/admin/dlq"):
         assert_error(await bare.get(path), 401, "unauthorized")
+
+
+def test_the_page_knows_how_many_dead_letters_a_listing_holds() -> None:
+    """A full GET /admin/dlq page reads "500 or more" on the dashboard: its constant is the
+    shop's limit."""
+    script = (resources.files("shop") / "static" / "dashboard.js").read_text()
+    match = re.search(r"const DLQ_LISTED = (\d+);", script)
+    assert match and int(match.group(1)) == LIST_LIMIT
