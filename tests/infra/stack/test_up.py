@@ -162,9 +162,14 @@ async def test_up_is_ready_healthy_and_stops_cleanly(
         _, alive = await asyncio.to_thread(psutil.wait_procs, children, 5)
         assert alive == []
         assert await up.next_line() == ""  # nothing but the READY line on stdout
-    stopped = [line for line in up.log_lines() if line["msg"] == "supervisor stopped"]
+    lines = up.log_lines()
+    stopped = [line for line in lines if line["msg"] == "supervisor stopped"]
     # 3 embedded servers, 4 HTTP processes and the order worker
     assert [(s["children"], s["killed"]) for s in stopped] == [(8, 0)]
+    # Not a terminal: the children's JSON lines come on our stderr, as they always did, and
+    # nothing is written for a console.
+    assert [line["msg"] for line in lines].count("Application startup complete.") == 4
+    assert not (up.data_dir / "logs" / "queue_server.log").exists()
 
 
 async def test_up_restarts_a_killed_app_and_a_killed_valkey(
@@ -207,19 +212,67 @@ async def test_up_restarts_a_killed_app_and_a_killed_valkey(
     assert {("queue_server", -9), ("valkey", -9)} <= restarted
 
 
+def _chatter(lines: list[dict[str, object]]) -> list[dict[str, object]]:
+    """INFO lines of the libraries that log on every tick, poll and migration step."""
+    return [
+        line
+        for line in lines
+        if str(line.get("logger")).split(".")[0] in ("apscheduler", "aiokafka", "alembic")
+        and line.get("level") in ("debug", "info")
+    ]
+
+
 async def test_demo_creates_a_sale_and_reopens_it_on_the_next_run(
     tmp_path: Path, embedded_data_dir: Path
 ) -> None:
-    for _ in range(2):  # the second run finds the product (409) and reopens it instead
+    # The second run finds the product (409) and reopens it; that run then opens the sale,
+    # whose start can no longer move, so the third run's demo is a fresh one under a new id.
+    for run, demo_id in enumerate(("demo-sneaker", "demo-sneaker", "demo-sneaker-2")):
         async with flashsale_up(tmp_path, embedded_data_dir, "--demo") as up:
             assert up.ready_line.startswith("READY ")
-            demo = f"Demo sale: {up.url('queue')}/wait/demo-sneaker opens in 20 s"
+            demo = f"Demo sale: {up.url('queue')}/wait/{demo_id} opens in 20 s"
             assert await up.next_line() == demo
             async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
-                product = (await client.get(f"{up.url('gate')}/products/demo-sneaker")).json()
-            assert product["name"] == "Demo Sneaker"
-            assert product["stock_left"] == 50
+                product = (await client.get(f"{up.url('gate')}/products/{demo_id}")).json()
+                assert product["name"] == "Demo Sneaker"
+                assert product["stock_left"] == 50
+                assert product["state"] == "prequeue"
+                if run == 1:
+                    opened = await client.patch(
+                        f"{up.url('shop')}/admin/products/demo-sneaker",
+                        json={"sale_start": "2020-01-01T00:00:00Z"},
+                        headers={"Authorization": "Bearer dev-admin-key"},
+                    )
+                    assert opened.status_code == 200, opened.text
+            # A live sale: the scheduler's job runs every second, and none of its runs is
+            # an INFO line at the default level (test_json_logs_at_debug sees them).
+            await asyncio.sleep(2)
             assert await up.terminate() == 0
+        assert _chatter(up.log_lines()) == []
+
+
+async def test_json_logs_at_debug_carry_the_chatty_libraries(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
+    args = ("--demo", "--log-format", "json", "--log-level", "debug")
+    async with flashsale_up(tmp_path, embedded_data_dir, *args) as up:
+        # READY stays the first line on stdout, whatever the log format says.
+        assert up.ready_line == (
+            f"READY gate={up.url('gate')} queue={up.url('queue')} shop={up.url('shop')}"
+        )
+        assert (await up.next_line()).startswith("Demo sale: ")
+
+        async def scheduler_chatter() -> bool:
+            return any(
+                str(line["logger"]).startswith("apscheduler") for line in _chatter(up.log_lines())
+            )
+
+        await _eventually(scheduler_chatter, timeout_s=30)
+        assert await up.terminate() == 0
+        assert await up.next_line() == ""  # and nothing else on stdout
+    loggers = {str(line["logger"]).split(".")[0] for line in _chatter(up.log_lines())}
+    assert {"apscheduler", "alembic"} <= loggers
+    assert not (up.data_dir / "logs" / "scheduler.log").exists()  # JSON mode: all on stderr
 
 
 @pytest.mark.parametrize(
