@@ -25,7 +25,7 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\
 # run every second; aiokafka: every group join; alembic: every migration step). Below debug
 # they are held at WARNING, so a process's log says what the platform does, not its plumbing.
 CHATTY_LOGGERS: tuple[str, ...] = ("apscheduler", "aiokafka", "alembic")
-LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 
 
 # The X-Request-Id of the request being served, set by infra.web.middleware: every line
