@@ -312,7 +312,9 @@ async def test_korean_browser_and_the_switch(
 async def test_a_phone_and_the_keyboard_alone(
     platform: Platform, browser: Any, tmp_path: Path
 ) -> None:
-    pid = await platform.sale(name="A rather long product name " * 4, per_user_limit=3)
+    pid = await platform.sale(
+        name="Air Flash Retro High OG Chicago, limited edition (numbered, 2026)", per_user_limit=3
+    )
     async with new_page(browser, locale="en-US", viewport=PHONE) as page:
         await page.goto(platform.shop_url(pid, platform.token(pid, unique_id("v"))))
         await expect(page.locator("#stock")).to_have_text("100 left of 100")
