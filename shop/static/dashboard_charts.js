@@ -6,7 +6,7 @@
 (() => {
   "use strict";
   const HEIGHT = 180;
-  const MIN_SPAN_S = 60;
+  const MIN_SPAN_S = 10; // the time axis of a first sample or two
   const RATE = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
   const CLOCK = new Intl.DateTimeFormat("en-GB", {
     hour: "2-digit", minute: "2-digit", second: "2-digit",
@@ -47,7 +47,7 @@
         return new uPlot({
           width: width(el),
           height: HEIGHT,
-          // The x axis spans the samples, at least the last minute (uPlot alone stretches a
+          // The x axis spans the samples, at least MIN_SPAN_S (uPlot alone stretches a
           // lone first sample over 1,000 days). From zero on the y axis, so that a flat line
           // does not look like a cliff.
           scales: {
