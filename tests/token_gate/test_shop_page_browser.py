@@ -7,6 +7,8 @@ One Chromium, one platform for the whole module; each test has its own sale and 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -16,15 +18,17 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from infra.constants import ACCESS_COOKIE, HEADER_GATE_SECRET
 from infra.settings import Settings
 from queue_server.app import create_app as create_queue
+from shop.app import create_app as create_shop
 from tests.browser import DESKTOP, PHONE, chromium, new_page, require_browser, screenshot
 from tests.orders.conftest import Worker, identity
 from tests.shop.helpers import ADMIN
 from tests.support import iso_in, sale_body, unique_id
-from tests.token_gate.conftest import serving, serving_shop
+from tests.token_gate.conftest import free_port, serving, serving_shop
 from token_gate.app import create_app as create_gate
 from token_gate.codec import TokenCodec
 
@@ -483,16 +487,61 @@ async def test_when_the_access_ends_the_page_says_so_and_leads_back(
         assert reply["error"] == "token_missing"
 
 
-async def test_a_shop_that_does_not_answer_is_said_so(
+@contextlib.asynccontextmanager
+async def shop_on(settings: Settings, port: int) -> AsyncIterator[None]:
+    """The real shop on a port of our choosing, so that it can stop and come back there."""
+    app = create_shop(settings)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                raise RuntimeError(f"the shop did not start: {task.exception()!r}")
+            await asyncio.sleep(0.01)
+        await app.state.ctx.producer.wait_connected(30)
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_a_shop_that_stops_answering_is_said_so_and_the_click_is_kept(
     platform: Platform, browser: Any, settings: Settings
 ) -> None:
-    pid = await platform.sale()
-    dead = create_gate(
-        settings.replace(shop_upstream_url="http://127.0.0.1:9", public_queue_url="http://q")
-    )
-    async with serving(dead) as gate_url, new_page(browser) as page:
-        await page.goto(f"{gate_url}/shop/{pid}?token={platform.token(pid, unique_id('v'))}")
-        await expect(page.locator("#notice")).to_contain_text(
-            "The shop is not answering right now. Try again in"
+    pid = await platform.sale(stock=10)
+    port = free_port()
+    keys: list[str] = []
+    gate = create_gate(
+        settings.replace(
+            shop_upstream_url=f"http://127.0.0.1:{port}", public_queue_url=platform.queue_url
         )
+    )
+    async with serving(gate) as gate_url, new_page(browser) as page:
+        page.on(
+            "request",
+            lambda r: (
+                keys.append(r.headers.get("idempotency-key", ""))
+                if r.method == "POST" and r.url.endswith("/orders")
+                else None
+            ),
+        )
+        # No shop behind the gate: the page says so, and tries again by itself.
+        await page.goto(f"{gate_url}/shop/{pid}?token={platform.token(pid, unique_id('v'))}")
+        notice = page.locator("#notice")
+        await expect(notice).to_contain_text("The shop is not answering right now. Try again in")
         await expect(page.locator("#buy")).to_be_disabled()
+        async with shop_on(settings, port):
+            await expect(page.locator("#stock")).to_have_text("10 left of 10", timeout=10_000)
+            await expect(notice).to_be_empty()  # the message went with the trouble
+        # The shop is gone again when Buy is clicked: the click is kept, with its key.
+        await page.click("#buy")
+        await expect(notice).to_contain_text("The shop is not answering right now.")
+        async with shop_on(settings, port):
+            await expect(page.locator("#buy")).to_be_enabled(timeout=10_000)
+            await page.click("#buy")
+            await wait_for_status(page, "placed")
+        assert len(keys) == 2 and keys[0] == keys[1], keys
+    assert await platform.stock_left(pid) == 9
