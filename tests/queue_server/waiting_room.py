@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -127,6 +128,8 @@ async def every_look(page: Any, state: str, tmp_path: Path) -> None:
         if flip:
             await page.locator("[data-lang-switch]").click()
         lang = await language(page)
+        headline = await page.locator("#headline").inner_text()
+        assert bool(re.search("[\uac00-\ud7a3]", headline)) == (lang == "ko"), headline
         await screenshot(page, f"waiting-room-{state}-{lang}-desktop", tmp_path)
         await page.set_viewport_size(PHONE)
         await assert_fits_a_phone(page)
