@@ -25,9 +25,8 @@ import orjson
 import psutil
 import pytest
 
+from infra.stack.console import LogTail, classify
 from infra.stack.embedded import free_port
-
-pytestmark = pytest.mark.slow
 
 APPS = ("gate", "queue", "shop", "scheduler")
 PROCESSES = (
@@ -160,6 +159,7 @@ async def screen(_data_dir: Path) -> AsyncIterator[Screen]:
         yield up
 
 
+@pytest.mark.slow
 async def test_the_console_shows_urls_processes_and_the_demo_figures(screen: Screen) -> None:
     text = await screen.wait_for(r"flashsale up · ready")
     assert re.search(rf"waiting room\s+{screen.url('queue')}/wait/demo-sneaker", text)
@@ -176,6 +176,7 @@ async def test_the_console_shows_urls_processes_and_the_demo_figures(screen: Scr
     assert "Application startup complete" not in text
 
 
+@pytest.mark.slow
 async def test_every_process_logs_in_full_to_its_own_file(screen: Screen) -> None:
     await screen.wait_for(r"flashsale up · ready")
     for name in ("queue_server", "scheduler", "shop", "token_gate"):
@@ -190,6 +191,7 @@ async def test_every_process_logs_in_full_to_its_own_file(screen: Screen) -> Non
     assert screen.log("tansu").exists()
 
 
+@pytest.mark.slow
 async def test_the_chatty_libraries_stay_quiet_at_the_default_level(screen: Screen) -> None:
     await screen.wait_for(r"flashsale up · ready")
     # The demo sale is live, so APScheduler runs its job every second: a few seconds are
@@ -205,6 +207,7 @@ async def test_the_chatty_libraries_stay_quiet_at_the_default_level(screen: Scre
         assert chatter == [], name
 
 
+@pytest.mark.slow
 async def test_a_crash_shows_as_a_warning_and_a_restart(screen: Screen) -> None:
     await screen.wait_for(r"flashsale up · ready")
     since = len(screen.raw)
@@ -219,6 +222,7 @@ async def test_a_crash_shows_as_a_warning_and_a_restart(screen: Screen) -> None:
     await screen.wait_for(r"queue_server\s+up\s+\d+\s+1\s+-9", since=since)
 
 
+@pytest.mark.slow
 async def test_debug_lets_the_chatty_libraries_through_and_ctrl_c_stops(
     embedded_data_dir: Path,
 ) -> None:
@@ -251,3 +255,47 @@ async def test_debug_lets_the_chatty_libraries_through_and_ctrl_c_stops(
         last_frame = up.finish_reading().split("flashsale up · stopped")[-1]
         for name in PROCESSES:
             assert re.search(rf"\b{re.escape(name)}\s+stopped\s+–", last_frame), name
+
+
+def test_classify_keeps_warnings_and_errors_of_every_format() -> None:
+    json_warning = (
+        '{"ts":"t","level":"warning","logger":"flashsale.supervisor",'
+        '"msg":"child exited, restarting","child":"shop","exit_code":1,"restart_in_s":0.5}'
+    )
+    assert classify(json_warning) == (
+        30,
+        "child exited, restarting (child=shop, exit_code=1, restart_in_s=0.5)",
+    )
+    json_error = (
+        '{"level":"error","logger":"x","msg":"boom\\nsecond line","exc":"T\\nValueError: v"}'
+    )
+    assert classify(json_error) == (40, "boom second line | ValueError: v")
+    assert classify('{"level":"info","logger":"apscheduler","msg":"Running job"}') is None
+    valkey = "13780:M 01 Dec 2026 18:58:30.848 # WARNING Memory overcommit must be enabled!"
+    assert classify(valkey) == (30, valkey)
+    assert classify("2026-12-01 18:58:31 UTC [12] FATAL:  the database system is starting up")
+    assert classify("\x1b[2m2026\x1b[0m \x1b[33m WARN\x1b[0m tansu: slow") == (
+        30,
+        "2026 WARN tansu: slow",
+    )
+    assert classify("13780:M 01 Dec 2026 * Ready to accept connections tcp") is None
+    assert classify("") is None
+
+
+def test_the_log_tail_reports_only_new_lines_and_waits_for_whole_ones(tmp_path: Path) -> None:
+    old = tmp_path / "shop.log"
+    old.write_text('{"level":"error","msg":"from an earlier run"}\n')
+    (tmp_path / "flashsale.log").write_text("")
+    tail = LogTail(tmp_path)
+    assert tail.poll() == []  # history is not news
+    with old.open("a") as f:
+        f.write('{"level":"error","msg":"now"}\n{"level":"warning","msg":"half')
+    (tmp_path / "flashsale.log").write_text('{"level":"error","msg":"own: via the handler"}\n')
+    (tmp_path / "valkey.log").write_text("1:M # WARNING new file\n")
+    assert [(e.source, e.text) for e in tail.poll()] == [
+        ("shop", "now"),
+        ("valkey", "1:M # WARNING new file"),
+    ]
+    with old.open("a") as f:
+        f.write(' a line"}\n')
+    assert [(e.source, e.level, e.text) for e in tail.poll()] == [("shop", 30, "half a line")]

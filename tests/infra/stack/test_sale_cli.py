@@ -12,12 +12,14 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from infra.stack.cli import build_parser
 from infra.stack.embedded import free_port
+from infra.stack.sales import UsageError, create_body, parse_when
 from tests.infra.stack.test_up import flashsale_up
 
 ADMIN_KEY = "sale-cli-test-admin-key-0123456789"
@@ -273,3 +275,47 @@ async def test_up_refuses_a_bad_log_setting_at_once(
     _one_line_error(Done(proc.returncode or 0, out.decode(), err.decode()), needle)
     assert proc.returncode == 2
     assert not (tmp_path / "d").exists()  # refused before anything started
+
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("now", NOW),
+        ("in 2m", NOW + timedelta(minutes=2)),
+        ("+90s", NOW + timedelta(seconds=90)),
+        ("in 1h30m", NOW + timedelta(hours=1, minutes=30)),
+        ("IN 1d", NOW + timedelta(days=1)),
+        ("2026-12-24T18:00:00Z", datetime(2026, 12, 24, 18, tzinfo=UTC)),
+        ("2026-12-24T18:00:00+09:00", datetime(2026, 12, 24, 9, tzinfo=UTC)),
+    ],
+)
+def test_parse_when(text: str, expected: datetime) -> None:
+    assert parse_when(text, NOW) == expected
+
+
+def test_parse_when_reads_a_time_without_a_zone_as_local_time() -> None:
+    assert parse_when("2026-12-24T18:00:00", NOW) == datetime(2026, 12, 24, 18).astimezone(UTC)
+
+
+@pytest.mark.parametrize("text", ["tomorrow", "in 2 weeks", "2026-13-01", "in m", ""])
+def test_parse_when_refuses_what_it_cannot_read(text: str) -> None:
+    with pytest.raises(UsageError, match="not a time"):
+        parse_when(text, NOW)
+
+
+def test_create_body_defaults_under_json_under_flags() -> None:
+    args = build_parser().parse_args(
+        ["sale", "create", "--json", '{"id": "j-1", "price": 500, "batch_size": 7}', "--stock", "9"]
+    )
+    assert create_body(args, NOW) == {
+        "id": "j-1",
+        "price": 500,  # from the JSON
+        "batch_size": 7,
+        "stock": 9,  # the flag
+        "name": "J 1",  # defaults for what neither gave
+        "currency": "EUR",
+        "sale_start": "2026-12-01T09:02:00Z",
+    }
