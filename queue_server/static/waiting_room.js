@@ -238,7 +238,7 @@
     const inLine = ["waiting", "paused", "not_started"].includes(view.kind) ||
       (view.kind === "sold_out" && view.inLine);
     show($("leave"), inLine);
-    show($("keep-open"), inLine || view.kind === "joining");
+    show($("keep-open"), ["waiting", "paused", "not_started", "joining"].includes(view.kind));
     show($("rejoin"), ["expired", "place_lost", "gone", "left"].includes(view.kind));
     show($("shop"), view.kind === "admitted");
     show($("notice"), notice !== null);

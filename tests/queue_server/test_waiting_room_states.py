@@ -245,6 +245,17 @@ async def test_each_ending_says_what_happened_and_what_next(
             await expect(late.locator("#leave")).to_be_hidden()
 
 
+async def test_before_the_waiting_room_opens_the_page_waits_to_join(
+    browser: Any, queue_url: str, redis: Redis
+) -> None:
+    keys = await new_sale(redis, sale_start=iso_in(7200), prequeue_s=600)  # opens in 1h50
+    async with new_page(browser) as page:
+        await page.goto(f"{queue_url}/wait/{keys.product_id}")
+        await expect(page.locator("#headline")).to_have_text("The waiting room is not open yet")
+        await expect(page.locator("#detail")).to_contain_text("this page joins by itself")
+        assert not any(c["name"].startswith("fs_ticket_") for c in await page.context.cookies())
+
+
 async def test_keyboard_alone_and_a_screen_reader(
     browser: Any, queue_url: str, redis: Redis
 ) -> None:
