@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from infra.stack.sales import stats_table
+from infra.stack.sales import state_text
 from infra.stack.supervisor import Supervisor
 
 REFRESH_S = 1.0
@@ -35,6 +36,8 @@ MAX_SALES = 5  # figures of this many sales; `flashsale sale watch` shows any nu
 READ_CHUNK_BYTES = 1 << 20  # per file and refresh: a flood of lines never stalls the view
 OWN_LOG = "flashsale.log"  # the CLI's own lines: their warnings arrive through EventHandler
 
+ORDER_STATES = ("pending", "placed", "paid", "cancelled")
+_STATE_ORDER = {"open": 0, "paused": 1, "prequeue": 2, "scheduled": 3, "sold_out": 4}
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 # Valkey, PostgreSQL and tansu do not write JSON: their level is a word on the line
 # (PostgreSQL "WARNING:", tansu " WARN ", Valkey "# " for a warning).
@@ -173,6 +176,7 @@ class UpConsole:
         self._admin_key = admin_key
         self._figures: dict[str, dict[str, Any]] = {}
         self._figures_error: str | None = None
+        self._states: dict[str, str] = {}
         self._tail = LogTail(logs_dir)
         self._live: Live | None = None
         self._task: asyncio.Task[None] | None = None
@@ -249,8 +253,11 @@ class UpConsole:
         ids = [self.demo_product] if self.demo_product else []
         response = await client.get(f"{shop}/admin/products")
         if response.status_code == 200:
-            listed = [str(p.get("id")) for p in response.json() if isinstance(p, dict)]
-            ids += [i for i in listed if i not in ids]
+            products = [p for p in response.json() if isinstance(p, dict)]
+            self._states = {str(p.get("id")): str(p.get("state")) for p in products}
+            # The sales that can still move first; closed ones only if there is room.
+            products.sort(key=lambda p: _STATE_ORDER.get(str(p.get("state")), len(_STATE_ORDER)))
+            ids += [i for i in (str(p.get("id")) for p in products) if i not in ids]
         return ids[:MAX_SALES]
 
     # --- rendering ---------------------------------------------------------------------------
@@ -259,13 +266,22 @@ class UpConsole:
         parts: list[RenderableType] = [self._header(), self._processes()]
         if self.urls is not None:
             if self._figures:
-                parts.append(stats_table(self._figures, title="sales"))
+                # Rows for sales: what the terminal has left after the header, the processes
+                # and three lines of warnings.
+                spare = self.console.height - self._height(parts) - 2 - 3
+                parts.append(self._sales(max(spare, 1)))
             elif self._figures_error:
                 parts.append(Text(f"sales: {self._figures_error}", style="yellow"))
             else:
                 parts.append(Text("sales: none yet (`flashsale sale create ID`)", style="dim"))
-        parts.append(self._events())
+        # The warnings get the rows the rest leaves, so that on a small terminal the newest
+        # ones are still on screen (the view is cut at the bottom).
+        parts.append(self._events(max(self.console.height - self._height(parts) - 2, 1)))
         return Group(*parts)
+
+    def _height(self, parts: Sequence[RenderableType]) -> int:
+        options = self.console.options
+        return sum(len(self.console.render_lines(p, options, pad=False)) for p in parts)
 
     def _header(self) -> Panel:
         grid = Table.grid(padding=(0, 2))
@@ -280,7 +296,7 @@ class UpConsole:
                 )
             grid.add_row("gate", self.urls.gate)
             grid.add_row("queue", self.urls.queue)
-            grid.add_row("shop", f"{self.urls.shop}  (admin API; dashboard /admin/dashboard)")
+            grid.add_row("shop", f"{self.urls.shop}  [dim](admin API)[/]")
         grid.add_row("logs", f"{self.logs_dir}/")
         phase = {"starting": "[yellow]starting[/]", "ready": "[green]ready[/]"}.get(
             self.phase, f"[dim]{self.phase}[/]"
@@ -288,6 +304,31 @@ class UpConsole:
         return Panel(
             grid, title=f"flashsale up · {phase}", title_align="left", subtitle="Ctrl-C stops"
         )
+
+    def _sales(self, rows: int = MAX_SALES) -> Table:
+        # Compact, so that it fits an 80-column terminal; `flashsale sale watch` has it all.
+        table = Table(
+            title="sales (orders: pending, placed, paid, cancelled)",
+            title_justify="left",
+            header_style="bold",
+            box=None,
+            collapse_padding=True,
+        )
+        table.add_column("sale", no_wrap=True, overflow="ellipsis", max_width=24)
+        table.add_column("state", no_wrap=True)
+        for column in ("waiting", "admitted", "stock left", "pend", "placed", "paid", "canc"):
+            table.add_column(column, justify="right", no_wrap=True)
+        for product_id, s in list(self._figures.items())[:rows]:
+            orders = s.get("orders") or {}
+            table.add_row(
+                product_id,
+                state_text(self._states.get(product_id, "–")),
+                f"{s.get('waiting', 0):,}",
+                f"{s.get('admitted', 0):,}",
+                f"{s.get('stock_left', 0):,} / {s.get('stock_total', 0):,}",
+                *(f"{orders.get(k, 0):,}" for k in ORDER_STATES),
+            )
+        return table
 
     def _processes(self) -> Table:
         table = Table(title="processes", title_justify="left", header_style="bold", box=None)
@@ -312,12 +353,12 @@ class UpConsole:
             )
         return table
 
-    def _events(self) -> RenderableType:
+    def _events(self, rows: int = MAX_EVENTS) -> RenderableType:
         if not self.events:
             return Text("warnings and errors: none", style="dim")
         lines: list[RenderableType] = [Text("warnings and errors (latest)", style="italic")]
         width = max(self.console.width, 40)
-        for event in list(self.events):
+        for event in list(self.events)[-rows:]:
             error = event.level >= logging.ERROR
             line = Text.assemble(
                 (f"{event.at} ", "dim"),

@@ -41,6 +41,7 @@ PROCESSES = (
 )
 ANSI = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]|[()][0-9A-Za-z]|[=>])")
 COLUMNS, LINES = 140, 60
+DEMO_ROW = r"demo-sneaker\s+(prequeue|open)\s+\d"
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _data_dir() -> Iterator[Path]:
 async def screen(_data_dir: Path) -> AsyncIterator[Screen]:
     """One `flashsale up --demo` on a terminal for the module, at the default log level."""
     async with console_up(_data_dir, "--demo") as up:
-        await up.wait_for(r"demo-sneaker\s+│")  # the demo's figures are on screen
+        await up.wait_for(DEMO_ROW)  # the demo's figures are on screen
         yield up
 
 
@@ -168,7 +169,8 @@ async def test_the_console_shows_urls_processes_and_the_demo_figures(screen: Scr
     text = await screen.wait_for(r"shop\.worker\s+up\s+\d+\s+0\s")
     for name in PROCESSES:
         assert re.search(rf"\b{re.escape(name)}\s+up\s+\d+\s+0\s+–", text), name
-    assert re.search(r"demo-sneaker\s+│\s+0\s+│\s+0\s+│\s+0\s+│.*│\s+50 / 50\s+│", text)
+    # sale, state, waiting, admitted, stock left, orders pending, placed, paid, cancelled
+    assert re.search(r"demo-sneaker\s+prequeue\s+0\s+0\s+50 / 50\s+0\s+0\s+0\s+0\s", text)
     assert f"logs          {screen.data_dir}/logs/" in text
     # The console, not the chatter: no JSON log line reaches the terminal.
     assert '{"ts"' not in text
@@ -227,7 +229,7 @@ async def test_debug_lets_the_chatty_libraries_through_and_ctrl_c_stops(
     embedded_data_dir: Path,
 ) -> None:
     async with console_up(embedded_data_dir, "--demo", "--log-level", "debug") as up:
-        await up.wait_for(r"demo-sneaker\s+│")
+        await up.wait_for(DEMO_ROW)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
 
