@@ -199,13 +199,15 @@
       }
       case "waiting": case "paused": {
         headline = t(view.kind === "paused" ? "paused_title" : "waiting_title");
-        position = t("position", { n: st.position, total: st.waiting }) + " " + t("ahead", { n: st.position - 1 });
+        position = st.position == null ? ""
+          : t("position", { n: st.position, total: st.waiting }) + " " + t("ahead", { n: st.position - 1 });
         if (view.kind === "paused") detail = t("paused_detail");
         else if (st.eta_s == null) eta = t("eta_unknown");
         else eta = t("eta", { duration: i18n.duration(st.eta_s), time: i18n.time(view.at + st.eta_s * 1000) });
         // The share of the line that was ahead of you on arrival and has gone since: 0 when
         // you arrive, full at your turn (a sliver stays, so that it reads as a bar).
-        bar = Math.max(2, (100 * (firstPosition - st.position)) / firstPosition);
+        bar = st.position == null || !firstPosition ? null
+          : Math.max(2, (100 * (firstPosition - st.position)) / firstPosition);
         break;
       }
       case "admitted":
