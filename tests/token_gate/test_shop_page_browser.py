@@ -411,8 +411,15 @@ async def test_a_rate_limited_click_waits_and_is_sent_again_with_its_key(
                 headers={"Authorization": f"Bearer {token}"},
             )
         await page.click("#buy")
-        await expect(page.locator("#notice")).to_contain_text("Too many requests at once. Wait")
+        notice = page.locator("#notice")
+        await expect(notice).to_have_text(
+            re.compile(r"^Too many requests at once\. Wait \d seconds?, then try again\.$")
+        )
         await expect(page.locator("#buy")).to_be_disabled()
+        await page.click("[data-lang-switch]")  # the message, the wait included, in Korean
+        await expect(notice).to_have_text(
+            re.compile(r"^요청이 너무 많습니다\. \d초 기다린 뒤 다시 시도해 주세요\.$")
+        )
         await expect(page.locator("#buy")).to_be_enabled(timeout=5_000)  # after Retry-After
         await page.click("#buy")
         await wait_for_status(page, "pending")
