@@ -17,7 +17,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ class ApiError(Exception):
 @dataclass(frozen=True)
 class Target:
     shop_url: str
-    admin_key: str  # never printed nor logged
+    admin_key: str = field(repr=False)  # never printed nor logged, not even in a traceback
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
