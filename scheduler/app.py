@@ -37,11 +37,8 @@ def create_app(settings: Settings) -> Starlette:
 
         metrics.gauge("live_sales", "Sales with scheduled jobs", live_sales)
         app.state.redis, app.state.jobs = redis, jobs
-        async with jobs:
-            try:
-                yield
-            finally:
-                await jobs.stop()
+        async with jobs:  # stops the jobs however the app ends
+            yield
         await redis.aclose()
 
     async def healthz(request: Request) -> Response:

@@ -7,6 +7,7 @@ where the stored configs say, and a new or changed sale is seen within a second.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -62,6 +63,10 @@ class SaleJobs(Resource):
     async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+            # AsyncIOScheduler shuts down in a loop callback, and stays `running` until then:
+            # a second stop meanwhile queued a second shutdown, which logged
+            # SchedulerNotRunningError on every Ctrl-C. One loop turn lets it finish.
+            await asyncio.sleep(0)
 
     @property
     def sale_ids(self) -> list[str]:

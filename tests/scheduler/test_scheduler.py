@@ -157,3 +157,22 @@ async def test_ended_sales_are_unscheduled(redis: Redis) -> None:
             return not await _has_job(jobs, keys.product_id)
 
         await wait_for(gone)
+
+
+async def test_stopping_twice_is_quiet(redis: Redis) -> None:
+    # AsyncIOScheduler shuts down in a loop callback: a second stop queued before it ran
+    # raised SchedulerNotRunningError in that callback, logged on every Ctrl-C of `flashsale up`.
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        jobs = replica(redis)
+        await jobs.start()
+        await jobs.stop()
+        await jobs.stop()
+        await asyncio.sleep(0.05)
+        assert not jobs.scheduler.running
+    finally:
+        loop.set_exception_handler(previous)
+    assert errors == []
