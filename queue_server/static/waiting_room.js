@@ -180,10 +180,18 @@
     $("countdown").setAttribute("datetime", "PT" + Math.max(0, Math.ceil(left)) + "S");
   }
 
+  // A clock time alone is ambiguous more than half a day away: then the date too.
+  const when = (iso) => Math.abs(new Date(iso) - Date.now()) > 12 * 3600e3
+    ? i18n.dateTime(iso) : i18n.time(iso);
+
   function render() {
     const t = i18n.t.bind(i18n);
     const st = view.status || {};
-    document.title = t("doc_title", { name: sale.name });
+    // A tab in the background still tells its place, or that the turn has come.
+    const title = t("doc_title", { name: sale.name });
+    document.title = view.kind === "admitted" ? t("admitted_title") + " · " + title
+      : (view.kind === "waiting" || view.kind === "paused") && st.position
+        ? "#" + i18n.number(st.position) + " · " + title : title;
     let headline = "", position = "", eta = "", detail = "";
     let bar = null;
     switch (view.kind) {
@@ -192,7 +200,7 @@
         headline = t("prequeue_title");
         const left = startsAt === null ? 0 : (startsAt - performance.now()) / 1000;
         position = st.position ? t("prequeue_number", { n: st.position }) : "";
-        eta = left >= 1 ? t("starts_at", { time: i18n.time(sale.starts_at), duration: i18n.duration(left) })
+        eta = left >= 1 ? t("starts_at", { time: when(sale.starts_at), duration: i18n.duration(left) })
           : t("starting_now");
         detail = st.position ? "" : t("prequeue_random");
         break;
@@ -226,7 +234,7 @@
       case "left": headline = t("left_title"); detail = t("left_detail"); break;
       case "not_open":
         headline = t("not_open_title");
-        detail = t("not_open_detail", { time: i18n.dateTime(sale.starts_at) });
+        detail = t("not_open_detail", { time: when(sale.starts_at) });
         break;
       case "error": headline = t("error_title"); detail = t("error_detail"); break;
     }
@@ -430,6 +438,7 @@
     view = { kind: "left" };
     sessionStorage.removeItem(FIRST_KEY);
     render();
+    $("rejoin").focus(); // the button that was pressed is gone: keep the keyboard in place
     await call("DELETE", base + "/ticket").catch(() => null);
   });
 

@@ -85,6 +85,7 @@ async def test_the_page_follows_the_line_to_its_turn_and_on_to_the_shop(
         await expect(page.locator("#position")).to_have_text(
             "You are number 2 of 2. 1 person is ahead of you.", timeout=STEP_TIMEOUT_MS
         )
+        assert await page.title() == "#2 · Waiting room: Test sneaker"  # seen from a tab
         bar = page.locator("#bar")
         assert 30 <= int(await bar.get_attribute("aria-valuenow") or 0) <= 35  # 1 of 3 gone
 

@@ -248,11 +248,13 @@ async def test_each_ending_says_what_happened_and_what_next(
 async def test_before_the_waiting_room_opens_the_page_waits_to_join(
     browser: Any, queue_url: str, redis: Redis
 ) -> None:
-    keys = await new_sale(redis, sale_start=iso_in(7200), prequeue_s=600)  # opens in 1h50
+    keys = await new_sale(redis, sale_start=iso_in(2 * 86400), prequeue_s=600)  # in 2 days
     async with new_page(browser) as page:
         await page.goto(f"{queue_url}/wait/{keys.product_id}")
         await expect(page.locator("#headline")).to_have_text("The waiting room is not open yet")
         await expect(page.locator("#detail")).to_contain_text("this page joins by itself")
+        # Two days away: with the date, not a bare clock time.
+        await expect(page.locator("#detail")).to_contain_text(re.compile(r"20\d\d"))
         assert not any(c["name"].startswith("fs_ticket_") for c in await page.context.cookies())
 
 
@@ -284,7 +286,8 @@ async def test_keyboard_alone_and_a_screen_reader(
         await tab_to("leave")
         await page.keyboard.press("Space")
         await expect(page.locator("#headline")).to_have_text("대기열에서 나왔습니다")
-        await tab_to("rejoin")
+        # The pressed button is gone: the focus moved to the one that undoes it.
+        assert await page.evaluate("document.activeElement.id") == "rejoin"
         await page.keyboard.press("Enter")
         await expect(page.locator("#position")).to_have_text("대기 순서는 1번입니다.")
         await assert_fits_a_phone(page)
