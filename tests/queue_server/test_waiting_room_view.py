@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import resources
 
 import httpx
 import pytest
@@ -93,3 +94,18 @@ def test_script_json_survives_inside_a_script_element(text: str) -> None:
     encoded = script_json({"name": text})
     assert not re.search("[<>&\u2028\u2029]", encoded)
     assert json.loads(encoded) == {"name": text}
+
+
+def test_both_dictionaries_have_every_string() -> None:
+    """Each language says everything: a key missing from one would show the other's text."""
+    script = (resources.files("queue_server") / "static" / "waiting_room.js").read_text()
+    keys = {}
+    for lang in ("en", "ko"):
+        block = re.search(rf"\n  const {lang} = \{{\n(.*?)\n  \}};\n", script, re.S)
+        assert block, lang
+        keys[lang] = re.findall(r"^    (\w+):", block[1], re.M)
+    assert len(keys["en"]) > 40
+    assert keys["en"] == keys["ko"]
+    # and every key the script asks for, t("key"), is in them
+    asked = set(re.findall(r'\bt\("(\w+)"', script))
+    assert asked <= set(keys["en"]), asked - set(keys["en"])
