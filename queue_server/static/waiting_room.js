@@ -146,8 +146,14 @@
   let pollAfterMs = 0; // the last answer's poll_after_ms: no request goes out sooner
   let startsAt = null; // performance.now() of the start, from starts_in_s (no clock skew)
   let check = null; // the outcome of "check my draw": a dictionary key
+  // The bar's start survives a reload of this tab (blocked storage only costs the bar that).
   const FIRST_KEY = "fs_first_" + product;
-  let firstPosition = Number(sessionStorage.getItem(FIRST_KEY)) || null;
+  const stored = {
+    get() { try { return Number(sessionStorage.getItem(FIRST_KEY)) || null; } catch (_) { return null; } },
+    set(n) { try { sessionStorage.setItem(FIRST_KEY, String(n)); } catch (_) { /* not kept */ } },
+    clear() { try { sessionStorage.removeItem(FIRST_KEY); } catch (_) { /* nothing kept */ } },
+  };
+  let firstPosition = stored.get();
 
   // init() renders once itself, before it has returned the api that render() needs.
   let i18n = null;
@@ -348,7 +354,7 @@
     if ((st.state === "waiting" || st.state === "paused") && st.position) {
       if (firstPosition === null || st.position > firstPosition) {
         firstPosition = st.position;
-        sessionStorage.setItem(FIRST_KEY, String(firstPosition));
+        stored.set(firstPosition);
       }
     }
     // The seed is revealed at the start: the page learns it once, from the public sale info.
@@ -436,7 +442,7 @@
   $("leave").addEventListener("click", async () => {
     generation++; stop(); hasPlace = false; notice = null;
     view = { kind: "left" };
-    sessionStorage.removeItem(FIRST_KEY);
+    stored.clear();
     render();
     $("rejoin").focus(); // the button that was pressed is gone: keep the keyboard in place
     await call("DELETE", base + "/ticket").catch(() => null);
@@ -444,7 +450,7 @@
 
   $("rejoin").addEventListener("click", () => {
     generation++; firstPosition = null; failures = 0; check = null;
-    sessionStorage.removeItem(FIRST_KEY);
+    stored.clear();
     view = { kind: "joining" };
     render();
     join();

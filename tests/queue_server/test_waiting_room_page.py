@@ -225,8 +225,6 @@ class _Polls:
 
 # The browser's request timings are in milliseconds with a fraction: allow for rounding.
 CLOCK_SLACK_MS = 2
-# Playwright's events reach the test a little after the request left, by a varying delay.
-EVENT_SLACK_S = 0.1
 
 
 async def test_the_page_never_polls_sooner_than_poll_after_ms(
@@ -286,11 +284,12 @@ async def test_network_errors_back_off_and_keep_the_ticket(
         await expect(page.locator("#notice")).to_be_hidden(timeout=3 * STEP_TIMEOUT_MS)
         assert len(cut_at) >= 4
         # 1 s, then 2 s, then 4 s (each with up to 20 % jitter, and never under the 1 s the
-        # server last asked for). Timed here, in the test: the slack is the events' delay.
+        # server last asked for). Each retry leaves only after the handler has cut the one
+        # before, so these gaps can only be longer than the page's, never shorter.
         backoff = [b - a for a, b in itertools.pairwise(cut_at[:4])]
-        assert backoff[0] >= 1 - EVENT_SLACK_S, backoff
-        assert backoff[1] >= 2 - EVENT_SLACK_S, backoff
-        assert backoff[2] >= 4 - EVENT_SLACK_S, backoff
+        assert backoff[0] >= 1, backoff
+        assert backoff[1] >= 2, backoff
+        assert backoff[2] >= 4, backoff
         await expect(page.locator("#position")).to_contain_text("You are number 2 of 2.")
         # The same visitor, in the same place: nothing was joined again.
         assert await page_visitor(page, TokenCodec(settings.secret_keys), p) == visitor
@@ -317,5 +316,8 @@ async def test_network_errors_back_off_and_keep_the_ticket(
             "Many people are arriving at once", timeout=STEP_TIMEOUT_MS
         )
         await expect(page.locator("#notice")).to_be_hidden(timeout=STEP_TIMEOUT_MS)
-        assert busy[1] - busy[0] >= 3 - EVENT_SLACK_S, busy
+        assert busy[1] - busy[0] >= 3, busy
         assert await page_visitor(page, TokenCodec(settings.secret_keys), p) == visitor
+        # A poll may be in the handler as the page closes: its continue_() would then raise
+        # in a task of its own, after the test.
+        await page.unroute_all(behavior="ignoreErrors")
