@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,6 +32,8 @@ CONSUMER_GROUP = "flashsale-order-worker"
 POISON_ATTEMPTS = 3
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
+# Batches stored at once (each in its own transaction) while the next one is fetched.
+IN_FLIGHT = 3
 # SQLSTATE classes worth waiting out: connection, resources, operator intervention, system,
 # and transaction rollbacks (serialization failures, deadlocks).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
@@ -68,6 +70,43 @@ class Letter:
         return self.message.key.decode("utf-8", "replace") if self.message.key else None
 
 
+class CommitLine:
+    """Batches being stored, in the order they were fetched, with the offsets each one
+    completes. ``stored()`` hands out the offsets of the stored batches at the head only:
+    a batch that finished before an earlier one waits for it, so a committed offset never
+    passes an order that is not in PostgreSQL yet."""
+
+    def __init__(self) -> None:
+        self._line: deque[tuple[asyncio.Task[None], dict[TopicPartition, int]]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._line)
+
+    def add(self, task: asyncio.Task[None], offsets: dict[TopicPartition, int]) -> None:
+        self._line.append((task, offsets))
+
+    async def head_done(self, timeout_s: float | None = None) -> None:
+        if self._line:
+            await asyncio.wait([self._line[0][0]], timeout=timeout_s)
+
+    def stored(self) -> dict[TopicPartition, int]:
+        """The offsets to commit now (empty: nothing new). A batch that failed raises here,
+        as the sequential loop did: the worker restarts and what was not committed comes
+        again."""
+        offsets: dict[TopicPartition, int] = {}
+        while self._line and self._line[0][0].done():
+            task, done = self._line.popleft()
+            task.result()
+            offsets.update(done)  # a later batch has the larger offsets
+        return offsets
+
+    async def cancel(self) -> None:
+        for task, _ in self._line:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in self._line), return_exceptions=True)
+        self._line.clear()
+
+
 class OrderConsumer:
     def __init__(
         self,
@@ -88,7 +127,17 @@ class OrderConsumer:
         metrics.counter("dead_letters_total", "Messages sent to the dead-letter topic")
 
     async def run(self) -> None:
-        """Consume until cancelled."""
+        """Consume until cancelled.
+
+        Up to ``IN_FLIGHT`` batches are being stored at once, each in its own transaction,
+        while the next is fetched: a batch's cost is mostly waiting (PostgreSQL's commit,
+        Redis, Kafka's offset commit), and one batch at a time left the worker idle 78% of
+        the time (py-spy). Offsets are still committed in order, and only up to the last
+        batch whose every predecessor is stored too (:class:`CommitLine`), so a crash
+        redelivers and never skips. Two batches holding the same order (a redelivery) are
+        safe: the insert is idempotent on order_id, and a deadlock between them is a
+        transient error, retried.
+        """
         consumer = AIOKafkaConsumer(
             TOPIC_ORDER_PLACED,
             bootstrap_servers=self.bootstrap,
@@ -98,14 +147,27 @@ class OrderConsumer:
             max_poll_records=self.batch,
         )
         await consumer.start()
+        line = CommitLine()
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=self.batch)
+                if len(line) >= IN_FLIGHT:
+                    await line.head_done()
+                # While batches are being stored, only what is already fetched is taken, so
+                # a finished batch is committed without waiting out a poll.
+                timeout_ms = 0 if line else 500
+                batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.batch)
                 messages = [m for part in batches.values() for m in part]
                 if messages:
-                    await self.handle(messages)
-                    await consumer.commit()  # only now: the batch is in PostgreSQL
+                    # Committed once stored: one past its last message, per partition (the
+                    # consumer's own position has moved on to the batches after it).
+                    offsets = {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
+                    line.add(asyncio.create_task(self.handle(messages)), offsets)
+                elif line:
+                    await line.head_done(timeout_s=0.05)
+                if offsets := line.stored():
+                    await consumer.commit(offsets)  # only now: these batches are stored
         finally:
+            await line.cancel()
             await consumer.stop()
 
     async def handle(self, messages: list[ConsumerRecord[bytes, bytes]]) -> None:

@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infra.constants import TOPIC_ORDER_CANCELLED, TOPIC_ORDER_PAID
@@ -119,10 +118,36 @@ def record_view(record: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+# The columns of a placed order and their PostgreSQL types: store_placed sends each column
+# as one array and unnests them in PostgreSQL.
+_PLACED = (
+    ("order_id", "text"),
+    ("product_id", "text"),
+    ("visitor_id", "text"),
+    ("quantity", "integer"),
+    ("unit_price", "bigint"),
+    ("currency", "text"),
+    ("total", "bigint"),
+    ("status", "text"),
+    ("created_at", "timestamptz"),
+    ("hold_expires_at", "timestamptz"),
+)
+_INSERT_PLACED = text(
+    f"INSERT INTO orders ({', '.join(name for name, _ in _PLACED)}) "
+    f"SELECT * FROM unnest({', '.join(f'CAST(:{name} AS {kind}[])' for name, kind in _PLACED)}) "
+    "ON CONFLICT (order_id) DO NOTHING"
+)
+
+
 async def store_placed(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Idempotent on order_id: redelivery, replays and the reconciler never duplicate."""
+    """Idempotent on order_id: redelivery, replays and the reconciler never duplicate.
+
+    One statement whatever the batch: ten arrays, which asyncpg encodes in C and PostgreSQL
+    unnests. SQLAlchemy's executemany built a parameter set per row in Python, and that was
+    the order worker's largest cost once its batches overlapped (py-spy)."""
     if rows:
-        await conn.execute(insert(orders).on_conflict_do_nothing(index_elements=["order_id"]), rows)
+        columns = {name: [row[name] for row in rows] for name, _ in _PLACED}
+        await conn.execute(_INSERT_PLACED, columns)
 
 
 async def existing_ids(conn: AsyncConnection, order_ids: Iterable[str]) -> set[str]:
