@@ -402,3 +402,28 @@ async def test_a_sale_created_after_its_start_is_open_at_once(
     info = (await client.get(f"/queue/{keys.product_id}")).json()
     assert info["state"] == "open"
     assert (await join(client, keys.product_id)).json()["state"] == "admitted"  # pass-through
+
+
+async def test_a_rejoin_right_after_expiry_gets_a_new_place_at_once(
+    client: httpx.AsyncClient, redis: Redis, tick
+) -> None:
+    # The admission has run out, and no tick has swept it yet: "Join the line again" must
+    # give a place on the first click, not answer `expired` over a new place.
+    keys = await new_sale(redis, max_active=1, batch_size=1)
+    first = (await join(client, keys.product_id)).json()
+    assert first["state"] == "admitted"  # passed through
+    await line_of(client, keys.product_id, 1)  # someone waits behind
+    visitor = (await redis.zrange(keys.admitted, 0, 0))[0]
+    await redis.zadd(keys.admitted, {visitor: 1})  # its token ran out long ago
+    assert (await status(client, keys.product_id, first["ticket"])).json()["state"] == "expired"
+
+    again = await client.post(
+        f"/queue/{keys.product_id}/join", headers={"Authorization": f"Bearer {first['ticket']}"}
+    )
+    assert again.status_code == 201, again.text
+    assert (again.json()["state"], again.json()["position"]) == ("waiting", 2)
+    assert await redis.zscore(keys.admitted, visitor) is None
+    assert await redis.hget(keys.tokens, visitor) is None
+    assert await redis.zrank(keys.line, visitor) == 1
+    ticket = again.json()["ticket"]
+    assert (await status(client, keys.product_id, ticket)).json()["state"] == "waiting"

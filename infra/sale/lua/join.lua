@@ -34,6 +34,11 @@ if holds_ticket then
     reply[14] = 0
     return reply
   end
+  -- An admission that ran out, which the tick has not swept yet, ends now: the new place
+  -- below replaces it (left in place, it answered 'expired' again over the new place).
+  redis.call('ZREM', K_ADMITTED, v)
+  redis.call('ZREM', K_UNPICKED, v)
+  redis.call('HDEL', K_TOKENS, v)
 end
 
 redis.call('HDEL', K_FATE, v)
