@@ -297,6 +297,7 @@ class UpConsole:
             grid.add_row("gate", self.urls.gate)
             grid.add_row("queue", self.urls.queue)
             grid.add_row("shop", f"{self.urls.shop}  [dim](admin API)[/]")
+            grid.add_row("dashboard", f"{self.urls.shop}/admin/dashboard  [dim](the admin key)[/]")
         grid.add_row("logs", f"{self.logs_dir}/")
         phase = {"starting": "[yellow]starting[/]", "ready": "[green]ready[/]"}.get(
             self.phase, f"[dim]{self.phase}[/]"
