@@ -1,16 +1,21 @@
-"""Helpers shared by the tests: sales with unique ids, apps with their lifespan running."""
+"""Helpers shared by the tests: sales with unique ids, apps with their lifespan running, an app
+served by a real uvicorn."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import uvicorn
 from redis.asyncio import Redis
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from infra.sale.keys import SaleKeys
 from infra.sale.scripts import SaleScripts
@@ -76,3 +81,30 @@ async def running(
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[str]:
+    """`app` under a real uvicorn in this loop, with its lifespan (a failing startup fails the
+    test), on a socket bound before the server starts (no port race); yields its base URL."""
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
+    # and with proto 0 every kept-alive answer (head and body written apart) waited out
+    # Nagle and the client's delayed ACK, 40 ms each.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    # ws="none": nothing here needs websockets, and importing them would only add warnings.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, ws="none", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                await task  # raises why it could not start
+                raise AssertionError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -12,7 +12,7 @@ from infra.settings import Settings
 from infra.web.metrics import Metrics
 from queue_server.app import create_app
 from scheduler.admission import Admissions
-from tests.support import running
+from tests.support import running, serving
 from token_gate.codec import TokenCodec
 
 
@@ -65,8 +65,6 @@ def page_settings(redis_url: str) -> Settings:
 
 @pytest.fixture(scope="module")
 async def queue_url(page_settings: Settings) -> AsyncIterator[str]:
-    from tests.queue_server.waiting_room import serving
-
     async with serving(create_app(page_settings)) as url:
         yield url
 

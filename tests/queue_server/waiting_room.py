@@ -4,18 +4,13 @@ through the API, reading the page's own visitor, and the checks every state must
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
-import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from redis.asyncio import Redis
-from starlette.applications import Starlette
 
 from infra.sale.keys import SaleKeys
 from tests.browser import DESKTOP, PHONE, screenshot
@@ -25,32 +20,6 @@ from token_gate.codec import TokenCodec
 # asks at least every 3.3 s, so each step of the line shows within a few seconds.
 ABANDON_S = 10
 STEP_TIMEOUT_MS = 10_000
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """The app under uvicorn on this loop, on a socket bound before the server starts (no port
-    race); yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    # ws="none": the page needs no websockets, and importing them would only add warnings.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, ws="none")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                await task  # raises why it could not start
-                raise AssertionError("uvicorn stopped before it started")
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def join_api(queue_url: str, product_id: str) -> str:

@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import re
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,7 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-import uvicorn
 from redis.asyncio import Redis
-from starlette.applications import Starlette
 
 from infra.sale.keys import SaleKeys
 from infra.sale.scripts import SaleScripts
@@ -33,7 +30,7 @@ from scheduler.admission import Admissions
 from shop.app import create_app
 from tests.browser import PHONE, chromium, new_page, require_browser, screenshot
 from tests.orders.conftest import identity
-from tests.support import new_sale, open_sale, sale_body, unique_id
+from tests.support import new_sale, open_sale, sale_body, serving, unique_id
 from token_gate.codec import TokenCodec
 
 require_browser()
@@ -45,28 +42,6 @@ pytestmark = pytest.mark.slow
 ADMIN_KEY = "dash-" + secrets.token_hex(16)
 KEY_STORE = "fs_admin_key"
 STEP_MS = 10_000  # the page samples every second and lists every five
-
-
-@contextlib.asynccontextmanager
-async def _serving(app: Starlette) -> AsyncIterator[str]:
-    """The app under uvicorn on this loop, on a socket bound before it starts (no port race)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, ws="none")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                await task
-                raise AssertionError("uvicorn stopped before it started")
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +59,7 @@ def dash_settings(redis_url: str, migrated_database_url: str, kafka_bootstrap: s
 @pytest.fixture(scope="module")
 async def shop_url(dash_settings: Settings) -> AsyncIterator[str]:
     app = create_app(dash_settings)
-    async with _serving(app) as url:
+    async with serving(app) as url:
         await app.state.ctx.producer.wait_connected(30)
         yield url
 
