@@ -9,17 +9,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from infra.constants import SALES_KEY
 from infra.sale.keys import SaleKeys
 from infra.sale.views import existing_sale_info, path_sale_keys, product_view, sale_info_view
 from infra.web import errors
 from infra.web.app import JSONResponse, read_json_object
 from shop import catalog, dlq, order_store, sales
 from shop.context import ShopContext, shop_context
-
-# As many as the public catalog lists (shop.products): one reply stays small and quick even if
-# the index has grown.
-MAX_LISTED = 1000
+from shop.products import listed_ids
 
 
 def _require_admin(request: Request) -> ShopContext:
@@ -31,26 +27,31 @@ def _require_admin(request: Request) -> ShopContext:
     return ctx
 
 
-async def _admin_view(ctx: ShopContext, keys: SaleKeys) -> dict[str, Any]:
-    info = await existing_sale_info(ctx.scripts, keys)
-    stored = await ctx.redis.hgetall(keys.sale)
-    return {**product_view(keys.product_id, info), **catalog.config_view(stored)}
-
-
-async def _listed_view(ctx: ShopContext, product_id: str) -> dict[str, Any] | None:
-    """A sale's admin view, or None when its index entry has no sale behind it (sales.
-    create_sale indexes first, so an entry may briefly, or after a failed create, lack one)."""
-    keys = SaleKeys(product_id)
-    info = await ctx.scripts.info(keys)
+async def _view(ctx: ShopContext, keys: SaleKeys, info: dict[str, str]) -> dict[str, Any] | None:
+    """The product and its settings, or None when there is no sale behind the id."""
     stored = await ctx.redis.hgetall(keys.sale)
     if not info or not stored:
         return None
-    return {**product_view(product_id, info), **catalog.config_view(stored)}
+    return {**product_view(keys.product_id, info), **catalog.config_view(stored)}
+
+
+async def _admin_view(ctx: ShopContext, keys: SaleKeys) -> dict[str, Any]:
+    view = await _view(ctx, keys, await existing_sale_info(ctx.scripts, keys))
+    if view is None:  # deleted between the two reads
+        raise errors.NotFound("no such product")
+    return view
+
+
+async def _listed_view(ctx: ShopContext, product_id: str) -> dict[str, Any] | None:
+    """A listed sale's view, or None when its index entry has no sale behind it (sales.
+    create_sale indexes first, so an entry may briefly, or after a failed create, lack one)."""
+    keys = SaleKeys(product_id)
+    return await _view(ctx, keys, await ctx.scripts.info(keys))
 
 
 async def list_products(request: Request) -> Response:
     ctx = _require_admin(request)
-    product_ids = sorted(await ctx.redis.smembers(SALES_KEY))[:MAX_LISTED]
+    product_ids = await listed_ids(ctx.redis)
     views = await asyncio.gather(*(_listed_view(ctx, p) for p in product_ids))
     return JSONResponse([view for view in views if view is not None])
 

@@ -23,12 +23,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from infra.web import errors
-from infra.web.assets import asset_routes
+from infra.web.assets import asset_routes, file_response
 
-_TYPES = {
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-}
 # The page's own files and the vendored library, by the path under /admin/static/. A fixed
 # list rather than a directory walk: nothing else in the package is reachable by a crafted path.
 STATIC_FILES = (
@@ -71,12 +67,7 @@ async def static_file(request: Request) -> Response:
     path = request.path_params["path"]
     if path not in STATIC_FILES:
         raise errors.NotFound()
-    media = _TYPES["." + path.rsplit(".", 1)[1]]
-    return Response(
-        _file(path),
-        media_type=media,
-        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
-    )
+    return file_response(path, _file(path))
 
 
 def routes() -> list[Route]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,9 +27,15 @@ def public_product(product_id: str, info: dict[str, str]) -> dict[str, Any]:
     return {**product_view(product_id, info), "per_user_limit": int(info["per_user_limit"])}
 
 
+async def listed_ids(redis: Redis) -> list[str]:
+    """The ids a listing shows, the public one and the admin one: sorted, at most
+    MAX_LISTED, so one reply stays small and quick even if the index has grown."""
+    return sorted(await redis.smembers(SALES_KEY))[:MAX_LISTED]
+
+
 async def list_products(request: Request) -> Response:
     ctx = shop_context(request)
-    product_ids = sorted(await ctx.redis.smembers(SALES_KEY))[:MAX_LISTED]
+    product_ids = await listed_ids(ctx.redis)
     infos = await asyncio.gather(*(ctx.scripts.info(SaleKeys(p)) for p in product_ids))
     return JSONResponse(
         [public_product(p, info) for p, info in zip(product_ids, infos, strict=True) if info]

@@ -133,9 +133,11 @@ def migrated_database_url(database_url: str) -> str:
     return database_url
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def stack_settings(redis_url: str, migrated_database_url: str, kafka_bootstrap: str) -> Settings:
-    """Dev-mode settings on the session's real servers, as every process of the shop uses."""
+    """Dev-mode settings on the session's real servers, as every process of the shop uses.
+    Session-wide, so module fixtures can start from it: Settings is frozen (``replace`` makes
+    a new one)."""
     return Settings.from_env(
         {},
         dev=True,

@@ -45,15 +45,8 @@ STEP_MS = 10_000  # the page samples every second and lists every five
 
 
 @pytest.fixture(scope="module")
-def dash_settings(redis_url: str, migrated_database_url: str, kafka_bootstrap: str) -> Settings:
-    return Settings.from_env(
-        {},
-        dev=True,
-        redis_url=redis_url,
-        database_url=migrated_database_url,
-        kafka_bootstrap=kafka_bootstrap,
-        admin_key=ADMIN_KEY,
-    )
+def dash_settings(stack_settings: Settings) -> Settings:
+    return stack_settings.replace(admin_key=ADMIN_KEY)
 
 
 @pytest.fixture(scope="module")

@@ -70,15 +70,21 @@ class Platform:
         return dict(reply.json())
 
 
-@pytest.fixture(scope="module")
-def settings(redis_url: str, migrated_database_url: str, kafka_bootstrap: str) -> Settings:
-    return Settings.from_env(
-        {},
-        dev=True,
-        redis_url=redis_url,
-        database_url=migrated_database_url,
-        kafka_bootstrap=kafka_bootstrap,
+def record_order_keys(page: Any, keys: list[str]) -> None:
+    """Appends the Idempotency-Key of every order the page places (POST …/orders)."""
+    page.on(
+        "request",
+        lambda r: (
+            keys.append(r.headers.get("idempotency-key", ""))
+            if r.method == "POST" and r.url.endswith("/orders")
+            else None
+        ),
     )
+
+
+@pytest.fixture(scope="module")
+def settings(stack_settings: Settings) -> Settings:
+    return stack_settings
 
 
 @pytest.fixture(scope="module")
@@ -357,12 +363,7 @@ async def test_a_double_click_is_one_order_and_each_click_its_own_key(
     pid = await platform.sale(stock=10, per_user_limit=3)
     keys: list[str] = []
     async with new_page(browser) as page:
-
-        def seen(request: Any) -> None:
-            if request.method == "POST" and request.url.endswith(f"/products/{pid}/orders"):
-                keys.append(request.headers.get("idempotency-key", ""))
-
-        page.on("request", seen)
+        record_order_keys(page, keys)
         await page.goto(platform.shop_url(pid, platform.token(pid, unique_id("v"))))
         await expect(page.locator("#stock")).to_have_text("10 left of 10")
         await page.dblclick("#buy")
@@ -395,14 +396,7 @@ async def test_a_rate_limited_click_waits_and_is_sent_again_with_its_key(
         )
     )
     async with serving(slow) as gate_url, new_page(browser) as page:
-        page.on(
-            "request",
-            lambda r: (
-                keys.append(r.headers.get("idempotency-key", ""))
-                if r.method == "POST" and r.url.endswith("/orders")
-                else None
-            ),
-        )
+        record_order_keys(page, keys)
         await page.goto(f"{gate_url}/shop/{pid}?token={token}")
         await expect(page.locator("#stock")).to_have_text("10 left of 10")
         async with httpx.AsyncClient() as client:  # spends the visitor's only token
@@ -527,14 +521,7 @@ async def test_a_shop_that_stops_answering_is_said_so_and_the_click_is_kept(
         )
     )
     async with serving(gate) as gate_url, new_page(browser) as page:
-        page.on(
-            "request",
-            lambda r: (
-                keys.append(r.headers.get("idempotency-key", ""))
-                if r.method == "POST" and r.url.endswith("/orders")
-                else None
-            ),
-        )
+        record_order_keys(page, keys)
         # No shop behind the gate: the page says so, and tries again by itself.
         await page.goto(f"{gate_url}/shop/{pid}?token={platform.token(pid, unique_id('v'))}")
         notice = page.locator("#notice")
