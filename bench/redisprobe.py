@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import secrets
 import time
 from collections import Counter
@@ -20,14 +19,14 @@ from types import TracebackType
 
 from redis.asyncio import Redis
 
-from infra.sale.scripts import SCRIPT_NAMES, source
+from infra.sale.scripts import SCRIPT_NAMES, function_name, load_library
 
 PROBE_NAME = "flashsale-bench-probe"
 
 
 def _script_names() -> dict[str, str]:
-    """sha1 -> script name, from the files as they are now (``source`` caches them)."""
-    return {hashlib.sha1(source.__wrapped__(n).encode()).hexdigest(): n for n in SCRIPT_NAMES}
+    """The library's function name -> the rule's name."""
+    return {function_name(n): n for n in SCRIPT_NAMES}
 
 
 # Per connection, not per operation: a pool that opens a connection during the window sends
@@ -67,10 +66,9 @@ async def wait_quiet(redis: Redis, quiet_s: float = 0.3, timeout_s: float = 10.0
 
 
 async def preload_scripts(redis: Redis) -> None:
-    """Every sale script in Valkey's cache, as in a platform that has been running: the
-    first EVALSHA of a fresh server fails with NOSCRIPT and costs a SCRIPT LOAD."""
-    for name in SCRIPT_NAMES:
-        await redis.script_load(source(name))
+    """The sale's function library in Valkey, as in a platform that has been running: the
+    first FCALL on a fresh server fails ("function not found") and costs a FUNCTION LOAD."""
+    await load_library(redis)
 
 
 class ClientCommands:
@@ -137,9 +135,10 @@ class ClientCommands:
                 continue
             parts = cmd["command"].split(" ", 2)
             name = parts[0].upper()
-            if name == "EVALSHA" and len(parts) > 1:
-                # Which script: the breakdown then reads "EVALSHA join", "EVALSHA admit".
-                name = f"EVALSHA {self._scripts.get(parts[1], parts[1][:8])}"
+            if name == "FCALL" and len(parts) > 1:
+                # Which rule: the breakdown then reads "FCALL join", "FCALL admit".
+                fn = parts[1].strip('"')
+                name = f"FCALL {self._scripts.get(fn, fn)}"
             if f"{cmd['client_address']}:{cmd['client_port']}" == self._probe_addr:
                 if name == "ECHO" and self._end in cmd["command"]:
                     return

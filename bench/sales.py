@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from infra.constants import SALES_KEY
 from infra.sale.keys import SaleKeys
-from infra.sale.scripts import SaleScripts, source
+from infra.sale.scripts import SaleScripts, function_name, load_library
 from infra.web.metrics import Metrics
 from scheduler.admission import Admissions
 from shop.sales import create_sale
@@ -49,7 +49,8 @@ async def new_sale(redis: Redis, prefix: str, **fields: Any) -> SaleKeys:
 async def fill_line(redis: Redis, keys: SaleKeys, count: int, keep: int = 1_000) -> list[str]:
     """Join ``count`` new visitors through ``join.lua``; returns ``keep`` of their ids, spread
     evenly from the front of the line to its back."""
-    sha = await redis.script_load(source("join"))
+    await load_library(redis)
+    join = function_name("join")
     script_keys = [*keys.base, keys.join_rate(LOADER_IP)]
     step = max(1, count // keep)
     kept: list[str] = []
@@ -57,11 +58,8 @@ async def fill_line(redis: Redis, keys: SaleKeys, count: int, keep: int = 1_000)
         batch = [new_visitor_id() for _ in range(low, min(count, low + LOAD_CHUNK))]
         async with redis.pipeline(transaction=False) as pipe:
             for visitor in batch:
-                # ARGV: visitor, holds no ticket, no join limit (0), burst 0. EVALSHA
-                # directly: redis-py's Script wrapper costs more than the call itself here.
-                pipe.execute_command(
-                    "EVALSHA", sha, len(script_keys), *script_keys, visitor, 0, 0, 0
-                )
+                # ARGV: visitor, holds no ticket, no join limit (0), burst 0.
+                pipe.execute_command("FCALL", join, len(script_keys), *script_keys, visitor, 0, 0, 0)
             replies = await pipe.execute()
         for i, (visitor, reply) in enumerate(zip(batch, replies, strict=True)):
             # An open sale with an empty line admits a joiner at once (a pass-through)

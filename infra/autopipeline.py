@@ -80,7 +80,7 @@ class AutoPipeline:
         self.calls = 0  # commands sent in them
 
     def execute(self, *args: Any) -> asyncio.Future[Any]:
-        """Queue one command (``"EVALSHA", sha, 2, k1, k2, a1``); await the result."""
+        """Queue one command (``"FCALL", name, 2, k1, k2, a1``); await the result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((args, future))

@@ -1,21 +1,32 @@
-"""The sale's Lua scripts, loaded once per Redis client.
+"""The sale's Lua rules, as one Valkey function library.
 
-Every sale decision is one script in ``infra/sale/lua``. ``lib.lua`` holds the helpers they share
-(state, allowance, admit, release) and is prepended to each, so a rule is written once.
+Every sale decision is one file in ``infra/sale/lua``. ``lib.lua`` holds the helpers they share
+(state, allowance, admit, release), so a rule is written once. The files are assembled into
+one library (``FUNCTION LOAD``): Valkey runs the library's chunk once, when it loads it, and
+each call (``FCALL``) only runs its own function. Sent as scripts (EVALSHA), every call had
+first re-created the library's ~20 closures: about 6 µs of Valkey's CPU per call, a seventh of
+a status. A library is also kept in Valkey's data (AOF, replicas), where the script cache is
+lost on every restart.
 
-Every call goes through the client's :class:`~infra.autopipeline.AutoPipeline` as one EVALSHA:
+The library and its functions are named after a digest of the sources
+(``flashsale_<digest>``, ``fs_<digest>_status``), so processes of two releases can share one
+Valkey during a rolling upgrade, each calling its own rules.
+
+Every call goes through the client's :class:`~infra.autopipeline.AutoPipeline` as one FCALL:
 the calls of concurrent requests share a pipeline, and a call is still one round trip for its
 caller.
 """
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from infra.autopipeline import AutoPipeline
 from infra.constants import JOIN_BURST_FACTOR
@@ -37,33 +48,69 @@ SCRIPT_NAMES = (
 )
 
 
+def _read(name: str) -> str:
+    return (resources.files("infra.sale") / "lua" / f"{name}.lua").read_text()
+
+
 @cache
-def source(name: str) -> str:
-    lua = resources.files("infra.sale") / "lua"
-    return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+def digest() -> str:
+    """Names this release's library: a digest of every source it is built from."""
+    h = hashlib.sha1()
+    for name in ("lib", *SCRIPT_NAMES):
+        h.update(_read(name).encode())
+    return h.hexdigest()[:12]
+
+
+def function_name(name: str) -> str:
+    return f"fs_{digest()}_{name}"
+
+
+@cache
+def library() -> str:
+    """The library's code: lib.lua, then each rule as a function of (KEYS, ARGV), whose body is
+    the file as written; its first act is to bind the helpers to its keys."""
+    parts = [f"#!lua name=flashsale_{digest()}", _read("lib")]
+    for name in SCRIPT_NAMES:
+        parts.append(
+            f"redis.register_function('{function_name(name)}', function(KEYS, ARGV)\n"
+            f"bind(KEYS)\n{_read(name)}\nend)"
+        )
+    return "\n".join(parts) + "\n"
+
+
+async def load_library(redis: Redis | RedisCluster) -> None:
+    """Loads (or replaces) this release's library; idempotent."""
+    await redis.function_load(library(), replace=True)
+
+
+def _missing_function(exc: ResponseError) -> bool:
+    # Valkey's words when the library is not loaded (a new server, FUNCTION FLUSH).
+    return "function not found" in str(exc).lower()
 
 
 class SaleScripts:
     def __init__(self, redis: Redis, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
-        self._scripts = {name: redis.register_script(source(name)) for name in SCRIPT_NAMES}
+        self._names = {name: function_name(name) for name in SCRIPT_NAMES}
         self.pipeline = pipeline if pipeline is not None else AutoPipeline(redis)
 
-    async def _evalsha(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        script = self._scripts[name]
+    async def _fcall(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        command = ("FCALL", self._names[name], len(keys), *keys, *args)
         try:
-            return await self.pipeline.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # Redis lost its script cache (a restart, SCRIPT FLUSH): load it and call again.
-            # The retried call goes after whatever was queued meanwhile; every script reads
-            # the state it acts on, so a late call decides on what it finds.
-            await self._redis.script_load(script.script)
-            return await self.pipeline.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.pipeline.execute(*command)
+        except ResponseError as exc:
+            if not _missing_function(exc):
+                raise
+            # Not loaded on this server yet: load it and call again. The retried call goes
+            # after whatever was queued meanwhile; every rule reads the state it acts on, so a
+            # late call decides on what it finds.
+            await load_library(self._redis)
+            return await self.pipeline.execute(*command)
 
     async def run(
         self, name: str, keys: SaleKeys, extra_keys: list[str] | None = None, args: list[Any] = ()
     ) -> Any:
-        return await self._evalsha(name, [*keys.base, *(extra_keys or ())], list(args))
+        return await self._fcall(name, [*keys.base, *(extra_keys or ())], list(args))
 
     async def join(
         self,
@@ -95,5 +142,5 @@ class SaleScripts:
 
         Not a sale script: its only key is the bucket, so it skips `run`'s nine sale keys.
         """
-        reply = await self._evalsha("ratelimit", [bucket], [rate_per_s, burst])
+        reply = await self._fcall("ratelimit", [bucket], [rate_per_s, burst])
         return [int(part) for part in reply]

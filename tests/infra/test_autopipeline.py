@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from infra.autopipeline import AutoPipeline
 from infra.sale.keys import sale_keys
-from infra.sale.scripts import SaleScripts
+from infra.sale.scripts import SaleScripts, digest, function_name
 from infra.stack.embedded import free_port
 
 # Holds its pipeline in flight for a while (some 100 ms), so a test can act while Redis is
@@ -132,9 +132,11 @@ def test_the_batch_bound_must_be_positive(redis: Redis) -> None:
 async def test_sale_scripts_reload_after_redis_forgets_them(redis: Redis) -> None:
     scripts = SaleScripts(redis)
     keys = sale_keys(f"ap-{secrets.token_hex(4)}")
-    assert await scripts.info(keys) == {}  # no such sale; the script ran
-    await redis.script_flush()
-    assert await scripts.info(keys) == {}  # NOSCRIPT was answered by loading it again
+    assert await scripts.info(keys) == {}  # no such sale; the function ran
+    await redis.function_delete(f"flashsale_{digest()}")
+    with pytest.raises(ResponseError, match="not found"):
+        await redis.fcall(function_name("info"), 9, *keys.base)
+    assert await scripts.info(keys) == {}  # "function not found" was answered by loading it
 
 
 async def test_an_idle_pipeliner_gives_its_connection_back(redis_url: str) -> None:
