@@ -59,7 +59,9 @@ async def fill_line(redis: Redis, keys: SaleKeys, count: int, keep: int = 1_000)
         async with redis.pipeline(transaction=False) as pipe:
             for visitor in batch:
                 # ARGV: visitor, holds no ticket, no join limit (0), burst 0.
-                pipe.execute_command("FCALL", join, len(script_keys), *script_keys, visitor, 0, 0, 0)
+                pipe.execute_command(
+                    "FCALL", join, len(script_keys), *script_keys, visitor, 0, 0, 0
+                )
             replies = await pipe.execute()
         for i, (visitor, reply) in enumerate(zip(batch, replies, strict=True)):
             # An open sale with an empty line admits a joiner at once (a pass-through)
