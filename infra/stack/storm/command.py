@@ -40,6 +40,7 @@ from infra.stack.storm.platform import (
     sale_body,
 )
 from infra.stack.storm.report import figures, write_report
+from infra.stack.storm.rss import RssSample, growth, sample_every, sample_tree
 from infra.stack.storm.swarm import SwarmPlan, read_failures, read_stats, swarm
 
 SAMPLE_S = 1.0
@@ -171,6 +172,12 @@ async def storm(opts: Options) -> int:
             env=env,
         )
         started = time.monotonic()
+        rss: list[RssSample] = []
+        if platform.pid is not None:
+            sampler = asyncio.create_task(
+                sample_every(platform.pid, started, opts.rss_every_s, rss)
+            )
+            stack.push_async_callback(_cancelled, sampler)
         async with swarm(plan) as running:
             timeline = await watch(running.master, admin, names, opts, out, console, started)
         ran_s = time.monotonic() - started
@@ -180,9 +187,14 @@ async def storm(opts: Options) -> int:
         print("\nvisitors done; waiting for the order worker to store every order ...", flush=True)
         final = await drain(admin, names, opts.drain_timeout_s)
         infos = {p: await admin.sale_info(p) for p in names}
+        if platform.pid is not None:
+            # The last sample after the drain: the platform has done all the storm's work.
+            rss.extend(sample_tree(platform.pid, time.monotonic() - started))
     tabs = load_tabs(records)
     numbers = read_stats(out)
     checks: list[Check] = [check_finished(opts.visitors, numbers.done), check_generator(tabs)]
+    if opts.max_error_ratio is not None:
+        checks.append(check_errors(numbers.requests, numbers.failures, opts.max_error_ratio))
     for p in names:
         mine = [t for t in tabs if t.get("product") == p]
         checks += check_sale(p, opts.mode, final[p], mine, infos.get(p))
@@ -197,17 +209,39 @@ async def storm(opts: Options) -> int:
         tabs=tabs,
         products=names,
         failures=read_failures(out),
+        rss=rss,
     )
     # Plain lines, never wrapped: tests and scripts read them.
     for check in checks:
         print(check.line())
     for key, value in summary.items():
         print(f"{key}: {value}")
+    for name, g in growth(rss).items():
+        print(
+            f"rss {name}: first {g['first_kb'] / 1024:.1f} MB, last {g['last_kb'] / 1024:.1f} MB, "
+            f"last ÷ first {g['last_vs_first']:.3f} ({g['samples']} samples)"
+        )
     broken = [c for c in checks if not c.ok]
     print(f"report: {report}")
     verdict = f"{len(broken)} invariant(s) broken" if broken else "all invariants hold"
     print(f"STORM {'FAILED' if broken else 'PASSED'}: {verdict}", flush=True)
     return 1 if broken else 0
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def check_errors(requests: int, failures: int, max_ratio: float) -> Check:
+    """A steady storm holds its pace: at most `max_ratio` of its requests may fail."""
+    ratio = failures / requests if requests else 0.0
+    return Check(
+        f"errors under {max_ratio:.2%}",
+        requests > 0 and ratio <= max_ratio,
+        f"{failures:,} of {requests:,} requests failed ({ratio:.4%})",
+    )
 
 
 async def watch(
@@ -340,10 +374,12 @@ def summarize(
         "requests": numbers.requests,
         "requests per second": round(numbers.requests / max(ran_s, 1e-9), 1),
         "failed requests": numbers.failures,
+        "failed ÷ all requests": round(numbers.failures / max(numbers.requests, 1), 6),
     }
     summary.update({k.replace("_", " "): _round(v) for k, v in figures(tabs).items()})
     rate = opts.batch_size / opts.interval_s
-    ideal = opts.stock / rate if rate else None
+    # A steady storm sells as fast as visitors arrive: a sell-out time says nothing there.
+    ideal = opts.stock / rate if rate and not opts.steady else None
     for p in names:
         sold_at = next(
             (float(r["t"]) for r in timeline if r.get(f"{p}.stock_left") == 0),
@@ -363,6 +399,11 @@ def _round(value: Any) -> Any:
 
 def settings_table(opts: Options, platform: Platform) -> dict[str, Any]:
     return {
+        "storm": (
+            f"steady: {opts.spawn_rate:g} arrivals/s for {opts.visitors / opts.spawn_rate:.0f} s"
+            if opts.steady
+            else f"burst: {opts.spawn_rate:g} arrivals/s"
+        ),
         "visitors": opts.visitors,
         "stock (per sale)": opts.stock,
         "mode": opts.mode,

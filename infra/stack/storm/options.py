@@ -14,6 +14,13 @@ from pathlib import Path
 from infra.constants import DEV_ADMIN_KEY
 
 LOCUSTFILE = Path(__file__).resolve().parents[3] / "locustfiles" / "flash_sale.py"
+BURST_RATE = 200.0  # visitors per second: a drop's first seconds
+# A soak is about holding, not peaking: a rate the two-core machine sustains for ten minutes
+# next to everything else it runs, well under the admission rate (50/s by default) so the
+# line stays short and steady instead of growing for the whole run.
+STEADY_RATE = 10.0
+STEADY_MAX_ERRORS = 0.001  # issue 9: a ten-minute soak with under 0.1 % errors
+RSS_EVERY_S = 60.0  # the platform's memory, sampled each minute
 
 
 class UsageError(Exception):
@@ -22,13 +29,22 @@ class UsageError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("--visitors", type=int, required=True, help="Locust users, one visitor each")
-    a("--stock", type=int, required=True, help="units on sale (in each sale)")
+    a("--visitors", type=int, help="Locust users, one visitor each (a burst storm)")
+    a("--stock", type=int, help="units on sale in each sale (default: one per visitor)")
     a("--mode", choices=("shuffle", "fifo"), default="shuffle", help="queue mode of the sale")
-    a("--duration", type=float, help="longest the Locust run may last, seconds (default: ample)")
+    a(
+        "--duration",
+        type=float,
+        help="with --visitors: the longest the Locust run may last (default: ample); without: "
+        "a steady storm, visitors arriving at --spawn-rate for this many seconds (a soak)",
+    )
     a("--batch-size", type=int, default=50, help="visitors admitted per tick (default 50)")
     a("--interval", type=float, default=1.0, help="seconds between ticks (default 1.0)")
-    a("--spawn-rate", type=float, default=200.0, help="visitors arriving per second (200)")
+    a(
+        "--spawn-rate",
+        type=float,
+        help=f"visitors arriving per second (default {BURST_RATE:g}; {STEADY_RATE:g} when steady)",
+    )
     a("--opens-in", type=float, help="seconds to the sale's start (the pre-queue)")
     a("--abandon-share", type=float, default=0.0, help="share who stop polling (0..1)")
     a("--refresh-share", type=float, default=0.0, help="share who reload and re-join (0..1)")
@@ -44,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--gate-url", help="... its token gate")
     a("--shop-url", help="... its shop (admin API)")
     a("--admin-key", help="admin bearer key (default: the dev key)")
+    a(
+        "--max-error-ratio",
+        type=float,
+        help=f"failed ÷ all requests a steady storm may have (default {STEADY_MAX_ERRORS:g})",
+    )
+    a("--rss-every", type=float, default=RSS_EVERY_S, help=argparse.SUPPRESS)
     a("--locustfile", type=Path, default=LOCUSTFILE, help=argparse.SUPPRESS)
 
 
@@ -53,6 +75,9 @@ class Options:
     stock: int
     mode: str
     duration_s: int
+    steady: bool  # visitors arrive evenly for the whole storm (a soak), not in one burst
+    max_error_ratio: float | None  # the share of failed requests that fails the storm
+    rss_every_s: float
     batch_size: int
     interval_s: float
     spawn_rate: float
@@ -73,12 +98,34 @@ class Options:
 
 def options(args: argparse.Namespace) -> Options:
     """Checked options; raises UsageError with the one line to show."""
-    for name, low in (("visitors", 1), ("stock", 0), ("batch_size", 1), ("workers", 1)):
-        if getattr(args, name) < low:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least {low}")
-    for name in ("interval", "spawn_rate", "drain_timeout"):
+    steady = args.visitors is None
+    if steady and args.duration is None:
+        raise UsageError("give --visitors (a burst storm) or --duration (a steady storm)")
+    if args.duration is not None and not args.duration > 0:
+        raise UsageError("--duration must be more than 0")
+    spawn_rate = args.spawn_rate
+    if spawn_rate is None:
+        spawn_rate = STEADY_RATE if steady else BURST_RATE
+    if not spawn_rate > 0:
+        raise UsageError("--spawn-rate must be more than 0")
+    visitors = max(1, round(spawn_rate * args.duration)) if steady else args.visitors
+    stock = visitors if args.stock is None else args.stock
+    for name, value, low in (
+        ("visitors", visitors, 1),
+        ("stock", stock, 0),
+        ("batch-size", args.batch_size, 1),
+        ("workers", args.workers, 1),
+    ):
+        if value < low:
+            raise UsageError(f"--{name} must be at least {low}")
+    for name in ("interval", "drain_timeout", "rss_every"):
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be more than 0")
+    max_errors = args.max_error_ratio
+    if max_errors is None and steady:
+        max_errors = STEADY_MAX_ERRORS
+    if max_errors is not None and not 0 <= max_errors <= 1:
+        raise UsageError("--max-error-ratio must be from 0 to 1")
     shares = {
         "abandon": args.abandon_share,
         "refresh": args.refresh_share,
@@ -98,29 +145,32 @@ def options(args: argparse.Namespace) -> Options:
         raise UsageError("a running platform needs all three of --queue-url --gate-url --shop-url")
     if not args.locustfile.is_file():
         raise UsageError(f"no locustfile at {args.locustfile}")
-    spawn_s = args.visitors / args.spawn_rate
+    spawn_s = visitors / spawn_rate
     opens_in = args.opens_in
     if opens_in is None:
         # Shuffle: about half the storm arrives in the pre-queue and is drawn at the start.
-        opens_in = max(5.0, round(spawn_s / 2)) if args.mode == "shuffle" else 0.0
+        # A steady storm opens at once: a pre-queue would pile arrivals up, not hold a pace.
+        shuffle_burst = args.mode == "shuffle" and not steady
+        opens_in = max(5.0, round(spawn_s / 2)) if shuffle_burst else 0.0
     if opens_in < 0:
         raise UsageError("--opens-in must not be negative")
-    duration = args.duration
-    if duration is None:
-        # Arrivals, the sale itself, a few of the slowest polls (a third of abandon_s), slack.
-        selling = args.stock * args.interval / args.batch_size
-        duration = opens_in + spawn_s + 3 * selling + args.abandon_s + 60
-    if duration <= 0:
-        raise UsageError("--duration must be more than 0")
+    # Arrivals, the sale itself, a few of the slowest polls (a third of abandon_s), slack.
+    selling = stock * args.interval / args.batch_size
+    duration = opens_in + spawn_s + 3 * selling + args.abandon_s + 60
+    if not steady and args.duration is not None:
+        duration = args.duration
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return Options(
-        visitors=args.visitors,
-        stock=args.stock,
+        visitors=visitors,
+        stock=stock,
         mode=args.mode,
         duration_s=max(1, round(duration)),
+        steady=steady,
+        max_error_ratio=max_errors,
+        rss_every_s=args.rss_every,
         batch_size=args.batch_size,
         interval_s=args.interval,
-        spawn_rate=args.spawn_rate,
+        spawn_rate=spawn_rate,
         opens_in_s=opens_in,
         shares=shares,
         abandon_s=args.abandon_s,

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ class Platform:
     queue_url: str
     gate_url: str
     shop_url: str
-    admin_key: str
+    admin_key: str = field(repr=False)  # never printed, not even in a traceback
+    pid: int | None = None  # `flashsale up`, when this storm started it: its memory is sampled
 
 
 class PlatformError(Exception):
@@ -74,7 +75,7 @@ async def flashsale_up(data_dir: Path, log: Path, admin_key: str) -> AsyncIterat
         if not raw:
             raise PlatformError(f"flashsale up exited before READY; see {log}")
         urls = parse_ready(raw.decode().strip())
-        yield Platform(urls["queue"], urls["gate"], urls["shop"], admin_key)
+        yield Platform(urls["queue"], urls["gate"], urls["shop"], admin_key, pid=proc.pid)
     finally:
         await stop_process(proc)
 

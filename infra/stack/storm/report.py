@@ -13,8 +13,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only: a storm may run on a server without any display
 
 import matplotlib.pyplot as plt
+import orjson
 
 from infra.stack.storm.invariants import Check, outcome_counts
+from infra.stack.storm.rss import RssSample, by_process, growth
 
 TAB_FIELDS = (
     "product",
@@ -130,6 +132,42 @@ def charts(
     return made
 
 
+def write_rss(out: Path, samples: Sequence[RssSample]) -> list[str]:
+    """rss.csv (every sample), rss.json (the samples and each process's growth), a chart,
+    and the report's Markdown section."""
+    rows = [{"t": round(s.t, 1), "process": s.process, "pid": s.pid, "rss_kb": s.rss_kb}
+            for s in samples]  # fmt: skip
+    write_csv(out / "rss.csv", rows, ("t", "process", "pid", "rss_kb"))
+    grown = growth(samples)
+    (out / "rss.json").write_bytes(
+        orjson.dumps({"growth": grown, "samples": rows}, option=orjson.OPT_INDENT_2)
+    )
+    lines = ["", "## Memory of the platform (RSS)", ""]
+    if not samples:
+        lines.append("Not sampled: the storm ran against a platform it did not start.")
+        return lines
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for name, series in by_process(samples).items():
+        ax.plot([s.t for s in series], [s.rss_kb / 1024 for s in series], label=name)
+    ax.set(xlabel="seconds since the storm started", ylabel="RSS, MB")
+    ax.legend(fontsize="x-small", ncol=2)
+    _save(fig, out / "rss.png")
+    lines += [
+        "VmRSS of `flashsale up` and each process it started, sampled at the start, every "
+        "interval and after the drain (`rss.csv`, `rss.json`).",
+        "",
+        "| process | first, MB | last, MB | highest, MB | last ÷ first | samples |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {g['first_kb'] / 1024:,.1f} | {g['last_kb'] / 1024:,.1f} | "
+        f"{g['max_kb'] / 1024:,.1f} | {g['last_vs_first']:.3f} | {g['samples']} |"
+        for name, g in grown.items()
+    ]
+    lines += ["", "![RSS over time](rss.png)"]
+    return lines
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
@@ -149,6 +187,7 @@ def write_report(
     tabs: Sequence[Mapping[str, Any]],
     products: Sequence[str],
     failures: Sequence[Mapping[str, str]],
+    rss: Sequence[RssSample] = (),
 ) -> Path:
     fields = ["t", *sorted({k for r in timeline for k in r if k != "t"})]
     write_csv(out / "timeline.csv", timeline, fields)
@@ -170,13 +209,15 @@ def write_report(
             f"{f.get('Occurrences', '')} |"
             for f in failures
         ]
+    lines += write_rss(out, rss)
     lines += ["", "## Charts", ""]
     lines += [f"### {name}\n\n![{name}]({file})\n" for name, file in made]
     lines += [
         "## Files",
         "",
         "`timeline.csv` (admin stats each second), `tabs.csv` (what every tab saw), "
-        "`locust_*.csv` (Locust's own stats), `records/` (raw per-worker JSON lines), logs.",
+        "`locust_*.csv` (Locust's own stats), `rss.csv` and `rss.json` (the platform's memory), "
+        "`records/` (raw per-worker JSON lines), logs.",
         "",
     ]
     path = out / "report.md"
