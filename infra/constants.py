@@ -69,3 +69,8 @@ TOPIC_ORDER_DLQ = "order.placed.dlq"
 # --- Dev defaults: refused outside dev mode ---------------------------------------------------
 DEV_SECRET_KEY = "dev-secret-key-do-not-use-in-production"
 DEV_ADMIN_KEY = "dev-admin-key"
+
+# --- Settings -------------------------------------------------------------------------------
+MIN_SECRET_CHARS = 16  # secret keys and the admin key, outside dev mode
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # FLASHSALE_LOG_LEVEL's choices
+EXIT_CONFIG = 2  # the exit code of a process that refused its settings (one line on stderr)

@@ -10,28 +10,63 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
 
-from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY
+from redis.connection import parse_url as redis_parse_url
+
+from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY, LOG_LEVELS, MIN_SECRET_CHARS
 
 
 class ConfigError(Exception):
-    """Settings that the platform refuses to start with."""
+    """Settings that the platform refuses to start with. The message is one line: which
+    setting, what is wrong with it and what is expected (the edge prints it and exits 2)."""
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def _bool(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    word = value.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ValueError(f"expected one of {', '.join(_TRUE + _FALSE)}")
+    return word in _TRUE
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _float(value: str) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not math.isfinite(number):  # "nan" and "inf" parse, and would pass every comparison
+        raise ValueError("expected a finite number")
+    return number
 
 
 def _list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _path(value: str) -> Path:
+    if "\0" in value:
+        raise ValueError("a path cannot contain a NUL character")
+    return Path(value)
+
+
 # Settings field -> (environment variable, parser). The CLI's flags use the same names.
-_ENV: dict[str, tuple[str, object]] = {
+_ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "dev": ("FLASHSALE_DEV", _bool),
     "redis_url": ("FLASHSALE_REDIS_URL", str),
     "database_url": ("FLASHSALE_DATABASE_URL", str),
@@ -39,22 +74,240 @@ _ENV: dict[str, tuple[str, object]] = {
     "admin_key": ("FLASHSALE_ADMIN_KEY", str),
     "secret_keys": ("FLASHSALE_SECRET_KEYS", _list),
     "host": ("FLASHSALE_HOST", str),
-    "gate_port": ("FLASHSALE_GATE_PORT", int),
-    "queue_port": ("FLASHSALE_QUEUE_PORT", int),
-    "shop_port": ("FLASHSALE_SHOP_PORT", int),
-    "scheduler_port": ("FLASHSALE_SCHEDULER_PORT", int),
+    "gate_port": ("FLASHSALE_GATE_PORT", _int),
+    "queue_port": ("FLASHSALE_QUEUE_PORT", _int),
+    "shop_port": ("FLASHSALE_SHOP_PORT", _int),
+    "scheduler_port": ("FLASHSALE_SCHEDULER_PORT", _int),
     "public_gate_url": ("FLASHSALE_PUBLIC_GATE_URL", str),
     "public_queue_url": ("FLASHSALE_PUBLIC_QUEUE_URL", str),
     "shop_upstream_url": ("FLASHSALE_SHOP_URL", str),
-    "join_rate_per_ip": ("FLASHSALE_JOIN_RATE_PER_IP", float),
-    "visitor_rate": ("FLASHSALE_VISITOR_RATE", float),
+    "join_rate_per_ip": ("FLASHSALE_JOIN_RATE_PER_IP", _float),
+    "visitor_rate": ("FLASHSALE_VISITOR_RATE", _float),
     "trusted_proxies": ("FLASHSALE_TRUSTED_PROXIES", _list),
     "trusted_user_header": ("FLASHSALE_TRUSTED_USER_HEADER", str),
-    "data_dir": ("FLASHSALE_DATA_DIR", Path),
+    "data_dir": ("FLASHSALE_DATA_DIR", _path),
     "log_level": ("FLASHSALE_LOG_LEVEL", str),
-    "reconcile_grace_s": ("FLASHSALE_RECONCILE_GRACE_S", float),
-    "worker_batch": ("FLASHSALE_WORKER_BATCH", int),
+    "reconcile_grace_s": ("FLASHSALE_RECONCILE_GRACE_S", _float),
+    "worker_batch": ("FLASHSALE_WORKER_BATCH", _int),
 }
+# Fields that `flashsale up` also takes as a flag: a refusal names both spellings.
+_FLAGS = frozenset(
+    {
+        "redis_url",
+        "database_url",
+        "kafka_bootstrap",
+        "admin_key",
+        "host",
+        "gate_port",
+        "queue_port",
+        "shop_port",
+        "scheduler_port",
+        "join_rate_per_ip",
+        "visitor_rate",
+        "trusted_proxies",
+        "data_dir",
+        "log_level",
+    }
+)
+
+
+def setting_name(field_name: str) -> str:
+    """How a person knows the setting: its env var, and its `flashsale up` flag if it has one."""
+    var = _ENV[field_name][0]
+    if field_name in _FLAGS:
+        return f"{var} (--{field_name.replace('_', '-')})"
+    return var
+
+
+def _refuse(field_name: str, problem: str) -> ConfigError:
+    return ConfigError(f"{setting_name(field_name)}: {problem}")
+
+
+# --- the checks: each returns what is wrong (and what is expected), or None ------------------
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Spellings of PostgreSQL that mean the one driver the processes use (SQLAlchemy's asyncio
+# engine needs an async driver; a libpq-style URL would fail in every process at its start).
+_PG_ALIASES = ("postgresql://", "postgres://")
+_PG_SCHEME = "postgresql+asyncpg"
+# RFC 9110 5.6.2: the characters of a header name.
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _async_database_url(url: str) -> str:
+    for alias in _PG_ALIASES:
+        if url.startswith(alias):
+            return f"{_PG_SCHEME}://{url[len(alias) :]}"
+    return url
+
+
+def _visible(value: str) -> bool:
+    return value.isascii() and value.isprintable() and " " not in value
+
+
+def _netloc_problem(parts: SplitResult, example: str) -> str | None:
+    try:
+        port = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        return f"the port is not a number from 1 to 65535 (expected {example})"
+    if not parts.hostname:
+        return f"the URL names no host (expected {example})"
+    if port == 0:
+        return f"the port is not a number from 1 to 65535 (expected {example})"
+    return None
+
+
+def _redis_url_problem(url: str) -> str | None:
+    example = "redis://[:password@]host[:port][/db], rediss://... or unix:///path/to.sock"
+    if not _visible(url):
+        return f"a URL has no spaces or control characters (expected {example})"
+    parts = urlsplit(url)
+    if parts.scheme == "redis+cluster":
+        return (
+            "redis+cluster:// (Redis Cluster) is not supported yet; give one node as "
+            "redis://host:port"
+        )
+    if parts.scheme not in _REDIS_SCHEMES:
+        return f"the scheme must be redis://, rediss:// or unix:// (expected {example})"
+    if parts.scheme == "unix":
+        return None if parts.path else f"a unix:// URL needs the socket's path ({example})"
+    if problem := _netloc_problem(parts, example):
+        return problem
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return f"the database after the host must be a number, like /0 (expected {example})"
+    try:  # what every process will do with it, query options included
+        redis_parse_url(url)
+    except ValueError as exc:
+        return f"{exc} (expected {example})"
+    return None
+
+
+def _database_url_problem(url: str) -> str | None:
+    example = "postgresql://user[:password]@host[:port]/database"
+    if not _visible(url):
+        return f"a URL has no spaces or control characters (expected {example})"
+    parts = urlsplit(url)
+    if parts.scheme != _PG_SCHEME:
+        return f"the scheme must be postgresql:// or {_PG_SCHEME}:// (expected {example})"
+    if problem := _netloc_problem(parts, example):
+        return problem
+    if not parts.path.strip("/"):
+        return f"the URL names no database (expected {example})"
+    return None
+
+
+def _kafka_bootstrap_problem(value: str) -> str | None:
+    example = "host:port[,host:port...], like 127.0.0.1:9092"
+    servers = [part.strip() for part in value.split(",")]
+    if not value.strip() or not all(servers):
+        return f"expected {example}"
+    for server in servers:
+        host, colon, port = server.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # an IPv6 address: [::1]:9092
+        if not colon or not host or not _visible(host) or "/" in host:
+            return f"{server!r} is not host:port (expected {example})"
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            return f"{server!r}: the port is not a number from 1 to 65535 (expected {example})"
+    return None
+
+
+def _host_problem(host: str) -> str | None:
+    expected = "an address to bind, like 127.0.0.1, 0.0.0.0 or ::"
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if host and all(label and label.replace("-", "").isalnum() for label in labels):
+        return None if host.isascii() else f"{host!r} is not {expected}"
+    return f"{host!r} is not {expected}"
+
+
+def _port_problem(port: int) -> str | None:
+    if type(port) is not int or not 1 <= port <= 65535:
+        return f"{port!r} is not a port: expected a number from 1 to 65535"
+    return None
+
+
+def _http_url_problem(url: str) -> str | None:
+    if not url:
+        return None  # unset: derived from host and port
+    example = "http(s)://host[:port][/path]"
+    if not _visible(url):
+        return f"a URL has no spaces or control characters (expected {example})"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"the scheme must be http:// or https:// (expected {example})"
+    if parts.query or parts.fragment:
+        return f"the URL may not carry a query or a fragment (expected {example})"
+    return _netloc_problem(parts, example)
+
+
+def _rate_problem(rate: float) -> str | None:
+    if not math.isfinite(rate) or rate < 0:
+        return f"{rate!r}: expected a number >= 0 (per second; 0 turns the limit off)"
+    return None
+
+
+def _duration_problem(seconds: float) -> str | None:
+    if not math.isfinite(seconds) or seconds <= 0:
+        return f"{seconds!r}: expected a duration in seconds, > 0"
+    return None
+
+
+def _range_problem(value: int, low: int, high: int) -> str | None:
+    if type(value) is not int or not low <= value <= high:
+        return f"{value!r}: expected a whole number from {low} to {high}"
+    return None
+
+
+def _networks_problem(networks: tuple[str, ...]) -> str | None:
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            return f"{network!r} is not an address or network, like 10.0.0.1 or 10.0.0.0/8"
+    return None
+
+
+def _header_name_problem(name: str) -> str | None:
+    if name and not set(name) <= _TOKEN_CHARS:
+        return f"{name!r} is not a header name, like X-User-Id"
+    return None
+
+
+def _directory_problem(path: Path) -> str | None:
+    # Only what can be known without creating anything: `flashsale up` creates it later.
+    if path.exists() and not path.is_dir():
+        return f"{str(path)!r} exists and is not a directory"
+    return None
+
+
+def _choice_problem(value: str, choices: tuple[str, ...]) -> str | None:
+    if value not in choices:
+        return f"{value!r}: expected one of {', '.join(choices)}"
+    return None
+
+
+def _key_chars_problem(keys: tuple[str, ...]) -> str | None:
+    # A key travels in an Authorization header or signs tokens: a control character or a space
+    # in it is a copy-paste accident (a trailing newline from a secrets file), never intended.
+    if any(key and not _visible(key) for key in keys):
+        return (
+            "a key has a space, a control or a non-ASCII character in it (its value is not shown)"
+        )
+    return None
+
+
+_PORT_FIELDS = ("gate_port", "queue_port", "shop_port", "scheduler_port")
+_URL_FIELDS = ("public_gate_url", "public_queue_url", "shop_upstream_url")
+# Never echoed in a refusal: the line goes to a terminal, a log, a CI transcript.
+_SECRET_FIELDS = frozenset({"admin_key", "secret_keys"})
 
 
 @dataclass(frozen=True)
@@ -96,27 +349,53 @@ class Settings:
             raw = env.get(var)
             if raw is not None and raw != "":
                 try:
-                    values[name] = parse(raw)  # type: ignore[operator]
+                    values[name] = parse(raw)
                 except ValueError as exc:
-                    raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+                    shown = "(hidden)" if name in _SECRET_FIELDS else repr(raw)
+                    raise _refuse(name, f"{shown} is not valid: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values.get("dev"):
             values.setdefault("admin_key", DEV_ADMIN_KEY)
             values.setdefault("secret_keys", (DEV_SECRET_KEY,))
+        if isinstance(url := values.get("database_url"), str):
+            values["database_url"] = _async_database_url(url)
+        if isinstance(level := values.get("log_level"), str):
+            values["log_level"] = level.strip().lower()
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        if self.join_rate_per_ip < 0 or self.visitor_rate < 0:
-            raise ConfigError("rates must be >= 0 (0 turns a limit off)")
-        if not 1 <= self.worker_batch <= 10_000:
-            raise ConfigError("FLASHSALE_WORKER_BATCH must be from 1 to 10000")
-        for proxy in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(proxy, strict=False)
-            except ValueError:
-                raise ConfigError(f"--trusted-proxies: {proxy!r} is not an address") from None
+        """Refuse, with one line naming the setting, anything a process would fail on later:
+        each check here is one a process would otherwise meet as a traceback (and a restart
+        loop under `flashsale up`), or not at all until the first visitor."""
+        problems = (
+            ("redis_url", _redis_url_problem(self.redis_url)),
+            ("database_url", _database_url_problem(self.database_url)),
+            ("kafka_bootstrap", _kafka_bootstrap_problem(self.kafka_bootstrap)),
+            ("host", _host_problem(self.host)),
+            *((name, _port_problem(getattr(self, name))) for name in _PORT_FIELDS),
+            *((name, _http_url_problem(getattr(self, name))) for name in _URL_FIELDS),
+            ("join_rate_per_ip", _rate_problem(self.join_rate_per_ip)),
+            ("visitor_rate", _rate_problem(self.visitor_rate)),
+            ("reconcile_grace_s", _duration_problem(self.reconcile_grace_s)),
+            ("worker_batch", _range_problem(self.worker_batch, 1, 10_000)),
+            ("trusted_proxies", _networks_problem(self.trusted_proxies)),
+            ("trusted_user_header", _header_name_problem(self.trusted_user_header)),
+            ("data_dir", _directory_problem(self.data_dir)),
+            ("log_level", _choice_problem(self.log_level, LOG_LEVELS)),
+            ("admin_key", _key_chars_problem((self.admin_key,))),
+            ("secret_keys", _key_chars_problem(self.secret_keys)),
+        )
+        for name, problem in problems:
+            if problem is not None:
+                raise _refuse(name, problem)
+        for i, name in enumerate(_PORT_FIELDS):
+            port = getattr(self, name)
+            for other in _PORT_FIELDS[i + 1 :]:
+                if getattr(self, other) == port:
+                    problem = f"{port} is also {setting_name(other)}; each process needs its own"
+                    raise _refuse(name, problem)
         if self.dev:
             return
         if not self.secret_keys or DEV_SECRET_KEY in self.secret_keys:
@@ -125,12 +404,18 @@ class Settings:
                 "(for example `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) "
                 "or run with --dev"
             )
-        if any(len(key) < 16 for key in self.secret_keys):
-            raise ConfigError("every FLASHSALE_SECRET_KEYS entry must be at least 16 characters")
-        if not self.admin_key or self.admin_key == DEV_ADMIN_KEY or len(self.admin_key) < 16:
+        if any(len(key) < MIN_SECRET_CHARS for key in self.secret_keys):
             raise ConfigError(
-                "FLASHSALE_ADMIN_KEY is unset, the dev default, or shorter than 16 characters; "
-                "set a random one or run with --dev"
+                f"every FLASHSALE_SECRET_KEYS entry must be at least {MIN_SECRET_CHARS} characters"
+            )
+        if (
+            not self.admin_key
+            or self.admin_key == DEV_ADMIN_KEY
+            or len(self.admin_key) < MIN_SECRET_CHARS
+        ):
+            raise ConfigError(
+                "FLASHSALE_ADMIN_KEY is unset, the dev default, or shorter than "
+                f"{MIN_SECRET_CHARS} characters; set a random one or run with --dev"
             )
 
     def replace(self, **changes: object) -> Settings:

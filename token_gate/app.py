@@ -40,6 +40,7 @@ from infra.web.app import JSONResponse, build_app, read_body, retry_after_s
 from infra.web.metrics import Labels, Metrics
 from token_gate.breaker import STATES, BreakerOpen, CircuitBreaker
 from token_gate.codec import AccessToken, TokenCodec, TokenExpired, TokenInvalid
+from token_gate.openapi import GATE_API
 from token_gate.proxy import build_response, upstream_headers
 from token_gate.ratelimit import VisitorLimiter
 from token_gate.request_id import RequestIdMiddleware
@@ -165,6 +166,11 @@ def create_app(
     async def public(request: Request) -> Response:
         return await forward(request, {})
 
+    async def product(request: Request) -> Response:
+        # The gate applies the id rule itself: a bad id is refused here, never passed on.
+        path_sale_keys(request)
+        return await forward(request, {})
+
     async def orders(request: Request) -> Response:
         product_id = path_sale_keys(request).product_id
         token = _access_token(request, codec, product_id)
@@ -210,7 +216,7 @@ def create_app(
     order_methods = ["GET", "POST", "DELETE"]
     # What a drop hammers: the product page, then the orders of every admitted visitor.
     hot = [
-        Route("/products/{product_id}", public, methods=["GET"]),
+        Route("/products/{product_id}", product, methods=["GET"]),
         Route("/products/{product_id}/orders", orders, methods=order_methods),
         Route("/products/{product_id}/orders/{rest:path}", orders, methods=order_methods),
     ]
@@ -222,7 +228,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    app = build_app(routes, lifespan, metrics, hot_routes=hot)
+    app = build_app(routes, lifespan, metrics, hot_routes=hot, openapi=GATE_API)
     # Outside even Starlette's ServerErrorMiddleware (and the hot routes), so that every answer,
     # an unexpected 500 included, carries the request id: the one someone will go looking for.
     app.middleware_stack = RequestIdMiddleware(app.middleware_stack)

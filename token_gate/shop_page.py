@@ -25,7 +25,8 @@ from importlib import resources
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from infra.constants import ACCESS_COOKIE, PRODUCT_ID_RE
+from infra.constants import ACCESS_COOKIE
+from infra.sale.keys import is_product_id
 from infra.web import errors
 from infra.web.assets import page_language
 from token_gate.codec import AccessToken, TokenCodec, TokenError
@@ -73,7 +74,7 @@ class ShopPage:
 
     async def endpoint(self, request: Request) -> Response:
         product_id = request.path_params["product_id"]
-        if not PRODUCT_ID_RE.fullmatch(product_id):
+        if not is_product_id(product_id):
             raise errors.NotFound("no such product")
         clean = f"/shop/{product_id}"
         from_cookie = self._token(request.cookies.get(ACCESS_COOKIE), product_id)
@@ -100,7 +101,7 @@ class ShopPage:
 
     def _page(self, request: Request, product_id: str, token: AccessToken) -> Response:
         nonce = secrets.token_urlsafe(16)
-        # product_id matched PRODUCT_ID_RE and the nonce is URL-safe base64: both are safe in
+        # product_id passed is_product_id and the nonce is URL-safe base64: both are safe in
         # HTML and in a JS string as they are. The waiting room's URL comes from the settings,
         # so it is escaped, and the script reads it back from the link's href.
         body = (

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -37,6 +37,9 @@ MAX_CONNECTIONS = 256
 # `Expect: 100-continue` with an interim response.
 _NOT_FORWARDED = frozenset({"host", "content-length", "expect", "transfer-encoding"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# What a request target may carry as it is (RFC 9112 3.2: visible ASCII, "%" included, so the
+# client's own escapes stay); any other byte is percent-encoded.
+_VISIBLE = "".join(chr(c) for c in range(0x21, 0x7F))
 # Safe to send again on a fresh connection when a kept-alive one turns out closed before any
 # answer came (the shop closes idle connections; the close can cross our request).
 _RETRYABLE = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
@@ -158,6 +161,24 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def safe_target(target: str) -> str:
+    """`target` with every byte that is not visible ASCII percent-encoded: a space, CR or LF
+    would end the request line, and anything else outside it is not HTTP. The common target
+    is returned as it is after two C-speed scans."""
+    if target.isascii() and target.isprintable() and " " not in target:
+        return target
+    try:
+        raw = target.encode("latin-1")  # the gate decodes the raw target as latin-1
+    except UnicodeEncodeError:
+        raw = target.encode()
+    return quote(raw, safe=_VISIBLE)
+
+
+def _one_line_each(head: str, lines: int) -> bool:
+    """Whether `head`, `lines` lines each ending in CRLF, has no CR, LF or NUL of its own."""
+    return head.count("\n") == lines and head.count("\r") == lines and "\0" not in head
+
+
 class Upstream(Resource):
     def __init__(self, base_url: str, timeout: UpstreamTimeout) -> None:
         self.base_url = base_url.rstrip("/")
@@ -167,7 +188,7 @@ class Upstream(Resource):
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._port = parts.port or (443 if self._ssl else 80)
         netloc = parts.netloc.rsplit("@", 1)[-1]
-        self._host_header = f"Host: {netloc}\r\n".encode("latin-1")
+        self._host_line = f"Host: {netloc}\r\n"
         self._prefix = parts.path.rstrip("/")
         self._idle: deque[_Connection] = deque()
         self._all: set[_Connection] = set()
@@ -191,16 +212,20 @@ class Upstream(Resource):
     def _encode(
         self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes
     ) -> bytes:
-        lines = [f"{method} {self._prefix}{target} HTTP/1.1\r\n".encode("latin-1")]
-        lines.append(self._host_header)
-        for name, value in headers:
-            if name.lower() not in _NOT_FORWARDED:
-                lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        lines = [f"{method} {self._prefix}{safe_target(target)} HTTP/1.1\r\n", self._host_line]
+        lines += [f"{k}: {v}\r\n" for k, v in headers if k.lower() not in _NOT_FORWARDED]
+        head = "".join(lines)
+        if not _one_line_each(head, len(lines)):
+            # A CR, LF or NUL inside a name or value would end its line early and let the rest
+            # be read as a header (or a request) of its own: such a header is not sent at all.
+            # uvicorn's parser refuses them from clients; this keeps it true of every caller.
+            head = "".join(line for line in lines if _one_line_each(line, 1))
+        wire = [head.encode("latin-1", "replace")]
         if body or method in _BODY_METHODS:
-            lines.append(b"Content-Length: %d\r\n" % len(body))
-        lines.append(b"\r\n")
-        lines.append(body)
-        return b"".join(lines)
+            wire.append(b"Content-Length: %d\r\n" % len(body))
+        wire.append(b"\r\n")
+        wire.append(body)
+        return b"".join(wire)
 
     def _idle_connection(self) -> _Connection | None:
         while self._idle:

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import functools
 
+from infra.constants import PRODUCT_ID_RE
+
+
+class InvalidProductId(ValueError):
+    """A string that API.md's product id rule refuses (``PRODUCT_ID_RE``)."""
+
+
+def is_product_id(value: str) -> bool:
+    """API.md's rule for product ids, the one every app applies (paths, bodies, keys)."""
+    return PRODUCT_ID_RE.fullmatch(value) is not None
+
 
 @functools.lru_cache(maxsize=4096)
 def sale_keys(product_id: str) -> SaleKeys:
-    """The (immutable) key names of a sale, built once per product: hot paths ask per request."""
+    """The (immutable) key names of a sale, built once per product: hot paths ask per request.
+    A refused id raises before it is cached, so garbage never fills the cache."""
     return SaleKeys(product_id)
 
 
@@ -39,6 +51,11 @@ class SaleKeys:
     )
 
     def __init__(self, product_id: str) -> None:
+        # Every Redis key of a sale is built here, so no id that API.md refuses (a control
+        # character, a "}" that would end the hash tag early, a "..") ever reaches Redis,
+        # whichever app or path it came by.
+        if not is_product_id(product_id):
+            raise InvalidProductId(f"{product_id!r} is not a product id")
         base = f"fs:{{{product_id}}}"
         self.product_id = product_id
         self.sale = f"{base}:sale"  # hash: config and state

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -29,8 +30,8 @@ from typing import NoReturn
 
 import httpx
 
-from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY
-from infra.settings import ConfigError, Settings
+from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY, EXIT_CONFIG
+from infra.settings import ConfigError, Settings, setting_name
 from infra.stack import sales, storm
 from infra.stack.console import OWN_LOG, UpConsole, Urls
 from infra.stack.embedded import PostgresServer, TansuServer, ValkeyServer, start_embedded
@@ -52,6 +53,9 @@ WORKER_MODULES: tuple[str, ...] = ("shop.worker",)
 MIGRATE_MODULE = "shop.migrate"
 
 READY_TIMEOUT_S = 60.0
+# A child that exits with these refused its settings (infra.web.serve.settings_at_edge): the
+# same settings would be refused again, so `flashsale up` stops at once instead of restarting.
+FINAL_EXIT_CODES = frozenset({EXIT_CONFIG})
 DEMO_PRODUCT_ID = "demo-sneaker"
 DEMO_OPENS_IN_S = 20
 DEMO_IDS = 20  # demo-sneaker, demo-sneaker-2, ...: one per run whose demo had opened
@@ -182,13 +186,10 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Sett
         overrides["dev"] = True
     if args.data_dir is not None:
         overrides["data_dir"] = args.data_dir
+    # Every value is checked here, once, before anything starts (Settings.validate): a bad one
+    # is one line and exit code 2, not a traceback from each child and a minute of restarts.
     settings = Settings.from_env(env, **overrides)
-    level = settings.log_level.lower()
-    if level not in LOG_LEVELS:
-        raise ConfigError(
-            f"FLASHSALE_LOG_LEVEL={settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
-        )
-    return settings.replace(data_dir=settings.data_dir.resolve(), log_level=level)
+    return settings.replace(data_dir=settings.data_dir.resolve())
 
 
 def embedded_wanted(args: argparse.Namespace, env: Mapping[str, str]) -> set[str]:
@@ -197,7 +198,8 @@ def embedded_wanted(args: argparse.Namespace, env: Mapping[str, str]) -> set[str
 
 
 def ports_in_use(settings: Settings) -> list[str]:
-    """The app ports something else already listens on (an app would crash-loop on them)."""
+    """The app ports something else already listens on (an app would crash-loop on them).
+    Raises ConfigError for a host that names no address of this machine."""
     busy = []
     for module, port_field in APP_MODULES:
         port = getattr(settings, port_field)
@@ -207,7 +209,16 @@ def ports_in_use(settings: Settings) -> list[str]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((settings.host, port))
-            except OSError:
+            except socket.gaierror:
+                raise ConfigError(
+                    f"{setting_name('host')}: {settings.host!r} does not resolve to an address"
+                ) from None
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise ConfigError(
+                        f"{setting_name('host')}: {settings.host!r} is not an address of this "
+                        "machine (expected one to bind, like 127.0.0.1 or 0.0.0.0)"
+                    ) from None
                 busy.append(f"{port} ({module})")
     return busy
 
@@ -254,11 +265,19 @@ def app_children(
         url = f"http://{_connect_host(settings.host)}:{port}/healthz"
         argv = [sys.executable, "-m", module]
         log = _log_path(logs_dir, module)
-        specs.append(ChildSpec(module, argv, env=env, probe=_healthz_probe(url), log_path=log))
+        specs.append(
+            ChildSpec(
+                module, argv, env=env, probe=_healthz_probe(url), log_path=log,
+                final_exit_codes=FINAL_EXIT_CODES,
+            )
+        )  # fmt: skip
     specs.extend(
-        ChildSpec(m, [sys.executable, "-m", m], env=env, log_path=_log_path(logs_dir, m))
+        ChildSpec(
+            m, [sys.executable, "-m", m], env=env, log_path=_log_path(logs_dir, m),
+            final_exit_codes=FINAL_EXIT_CODES,
+        )
         for m in WORKER_MODULES
-    )
+    )  # fmt: skip
     return specs
 
 
@@ -439,12 +458,27 @@ def _run_up(args: argparse.Namespace) -> int:
         settings = settings_from_args(args, env)
     except ConfigError as exc:
         print(f"flashsale: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return EXIT_CONFIG
     embedded = embedded_wanted(args, env)
-    if busy := ports_in_use(settings):
+    try:
+        busy = ports_in_use(settings)
+    except ConfigError as exc:
+        print(f"flashsale: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    if busy:
         print(f"flashsale: ports already in use: {', '.join(busy)}", file=sys.stderr, flush=True)
         return 1
-    if embedded and lock_data_dir(settings.data_dir) is None:
+    try:
+        locked = lock_data_dir(settings.data_dir) if embedded else 0
+    except OSError as exc:  # not creatable or not writable: a setting, not a crash
+        print(
+            f"flashsale: {setting_name('data_dir')}: {settings.data_dir} cannot be used: "
+            f"{exc.strerror} (expected a directory this user can write)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_CONFIG
+    if locked is None:
         print(
             f"flashsale: {settings.data_dir} is in use by another `flashsale up`",
             file=sys.stderr,

@@ -60,6 +60,10 @@ class ChildSpec:
     stop_signal: signal.Signals = signal.SIGTERM
     log_path: Path | None = None  # stdout+stderr appended here; None: our stderr
     cwd: Path | None = None
+    # Exit codes that mean "the same argv would fail the same way" (2: the child refused its
+    # settings, infra.web.serve.settings_at_edge): such a child is not restarted, and
+    # wait_ready gives up at once instead of probing until its deadline.
+    final_exit_codes: frozenset[int] = frozenset()
 
 
 class ChildNotReady(RuntimeError):
@@ -76,6 +80,7 @@ class Child:
     ready: bool = False  # the current process answered its probe (or it has none)
     last_exit_code: int | None = None
     started_at: float = field(default_factory=time.monotonic)  # of the current process
+    gave_up: str | None = None  # why it is not restarted (a final exit code)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _probe_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _stopping: bool = field(default=False, repr=False)
@@ -89,6 +94,8 @@ class Child:
     def state(self) -> str:
         """What a person watching wants to know: starting, up, restarting, stopping, stopped."""
         if self.pid is None:
+            if self.gave_up is not None:
+                return "failed"
             return "stopped" if self._stopping else "restarting"
         if self._stopping:
             return "stopping"
@@ -159,6 +166,8 @@ class Supervisor(Resource):
         delay = 0.05
         last_error: BaseException | None = None
         while True:
+            if child.gave_up is not None:
+                raise ChildNotReady(f"{child.name} {child.gave_up}")
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ChildNotReady(
@@ -228,6 +237,10 @@ class Supervisor(Resource):
             child.ready = False
             child.last_exit_code = code
             if child._stopping or self._stopping:
+                return
+            if code in child.spec.final_exit_codes:
+                child.gave_up = f"exited with code {code}, which restarting would not change"
+                logger.error("child gave up", extra={"child": child.name, "exit_code": code})
                 return
             if time.monotonic() - started >= self.healthy_reset_s:
                 failures = 0

@@ -13,7 +13,7 @@ import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 log = logging.getLogger("flashsale.http")
@@ -215,6 +215,12 @@ async def _redis_down(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _gone(request: Request, exc: Exception) -> Response:
+    # The client left (or the server cut a request that trickled in too slowly) while its body
+    # was being read: nobody is there to read an answer, and it is no error of ours to log.
+    return error_response(InvalidRequest("the request ended before its body did"))
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Logged with its traceback by Starlette; the client sees only the JSON shape.
     return _json({"error": "internal", "detail": "unexpected error; it has been logged"}, 500)
@@ -224,6 +230,7 @@ def exception_handlers() -> dict[Any, Any]:
     return {
         ApiError: _api_error,
         HTTPException: _http_error,
+        ClientDisconnect: _gone,
         RedisConnectionError: _redis_down,
         RedisTimeoutError: _redis_down,
         Exception: _unexpected,

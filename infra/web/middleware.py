@@ -21,7 +21,15 @@ def request_id_of(scope: Scope) -> str | None:
 
 
 def over_limits(scope: Scope, max_body: int = MAX_BODY_BYTES) -> errors.ApiError | None:
-    """431 for headers over MAX_HEADER_BYTES, 413 for a declared body over `max_body`."""
+    """What every request is refused for before any route runs (LimitsMiddleware and the hot
+    routes both ask here): 404 for a path no route can name, 431 for headers over
+    MAX_HEADER_BYTES, 413 for a declared body over `max_body`."""
+    path = scope["path"]
+    # Every name in a path of this platform (ids, assets) is printable ASCII. A decoded control
+    # character ("%00", "%0A") or a byte that was not UTF-8 ("%FF" decodes to U+FFFD) names
+    # nothing, wherever it stands: 404 at once, so no route, log line or upstream sees it.
+    if not (path.isascii() and path.isprintable()):
+        return errors.NotFound("no such resource")
     headers = scope["headers"]
     if sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
         return errors.HeadersTooLarge()

@@ -9,7 +9,7 @@ import sys
 import uvicorn
 from starlette.applications import Starlette
 
-from infra.constants import POLL_MAX_MS
+from infra.constants import EXIT_CONFIG, POLL_MAX_MS
 from infra.settings import ConfigError, Settings
 from infra.web.logs import setup_logging
 
@@ -42,7 +42,7 @@ def settings_at_edge() -> Settings:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"flashsale: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     setup_logging(settings.log_level)
     return settings
 
