@@ -17,6 +17,7 @@ from infra.web import errors
 from infra.web.app import ClientAddress, JSONResponse, build_app
 from infra.web.metrics import Metrics
 from queue_server import views
+from queue_server.openapi import QUEUE_API
 from token_gate.codec import TokenCodec
 
 
@@ -61,4 +62,4 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    return build_app(routes, lifespan, metrics, hot_routes=hot)
+    return build_app(routes, lifespan, metrics, hot_routes=hot, openapi=QUEUE_API)

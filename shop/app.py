@@ -25,6 +25,7 @@ from infra.web.metrics import Metrics
 from shop import admin, dashboard, orders, products
 from shop.compensation import Compensation
 from shop.context import ShopContext, shop_context
+from shop.openapi import SHOP_API
 from shop.producer import EventProducer
 from shop.reservations import Reservations
 
@@ -110,7 +111,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    app = build_app(routes, lifespan, metrics, hot_routes=hot)
+    app = build_app(routes, lifespan, metrics, hot_routes=hot, openapi=SHOP_API)
     # In front of everything, the hot routes included: nothing under /products answers
     # without the gate's secret.
     app.middleware_stack = GateOnlyMiddleware(app.middleware_stack, settings.gate_secrets())

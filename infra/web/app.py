@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from infra.web.assets import asset_routes
 from infra.web.hotroutes import HotRoutes
 from infra.web.metrics import Metrics, RequestMetricsMiddleware
 from infra.web.middleware import LimitsMiddleware, RequestIdContextMiddleware
+from infra.web.openapi import openapi_route
 
 
 class JSONResponse(Response):
@@ -59,17 +60,22 @@ def build_app(
     metrics: Metrics,
     middleware: Sequence[Middleware] = (),
     hot_routes: Sequence[Route] = (),
+    openapi: Mapping[str, Any] | None = None,
 ) -> Starlette:
     """Every HTTP process's app: request metrics outermost, then the header and body
     limits, then the app's own middleware; one JSON error shape for every failure.
     `hot_routes` (also listed in `routes`) are served around that stack (infra.web.hotroutes).
-    Every app also serves the pages' shared files under ``/assets/`` (infra.web.assets).
+    Every app also serves the pages' shared files under ``/assets/`` (infra.web.assets) and,
+    given its OpenAPI document (`openapi`, data: infra.web.openapi), ``GET /openapi.json``.
 
     The stack is built now rather than on the first request, as Starlette would, so that an
     app can stand something in front of all of it: ``app.middleware_stack = Outer(app.
     middleware_stack)`` (the gate's request ids do)."""
+    served = [*routes, *asset_routes()]  # every process serves its pages' shared assets
+    if openapi is not None:
+        served.append(openapi_route(openapi))
     app = Starlette(
-        routes=[*routes, *asset_routes()],  # every process serves its pages' shared assets
+        routes=served,
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=metrics),
             Middleware(RequestIdContextMiddleware),
