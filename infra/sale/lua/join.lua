@@ -41,15 +41,23 @@ if holds_ticket then
   redis.call('HDEL', K_TOKENS, v)
 end
 
-redis.call('HDEL', K_FATE, v)
-if state == 'open' and redis.call('ZCARD', K_LINE) == 0 and allowance(s, 1) > 0 then
+-- A visitor without a ticket has an id minted just now, which has no fate to forget.
+if holds_ticket then
+  redis.call('HDEL', K_FATE, v)
+end
+local before = redis.call('ZCARD', K_LINE)
+if state == 'open' and before == 0 and allowance(s, 1) > 0 then
   admit(s, v, now)
   redis.call('HINCRBY', K_SALE, 'issued', 1)
   return { 'ok', 'passthrough', -1, 0, s.rate, '', now + s.token_ttl_ms, now,
     s.start_ms, 0, '', s.abandon_ms, s.pickup_ms, 1 }
 end
+-- A new place: it was not in the line, is not admitted, and has just asked, so the reply is
+-- built here rather than looked up again (visitor_status would cost four more commands).
 local seq = redis.call('INCR', K_SEQ)
-redis.call('ZADD', K_LINE, place_score(seq, now), v)
-local reply = visitor_status(s, state, v, now, true)
+local score = place_score(seq, now)
+redis.call('ZADD', K_LINE, score, v)
+local reply = place_reply(s, state, base_reply(s, state, now), tonumber(score),
+  redis.call('ZRANK', K_LINE, v) + 1, before + 1)
 reply[14] = 1
 return reply
