@@ -15,7 +15,6 @@ from infra.web.openapi import (
     Schema,
     document,
     error,
-    header_param,
     ok,
     operation,
     text,
@@ -85,12 +84,6 @@ TICKET_ERRORS = error(
     "ticket_invalid",
 )
 BUSY = unavailable()
-TRUSTED_USER = header_param(
-    "X-User-Id",
-    {"type": "string", "maxLength": 128},
-    "Only where the deployment sets FLASHSALE_TRUSTED_USER_HEADER (to this or another name), "
-    "from a trusted upstream: the visitor of that id. Ignored otherwise.",
-)
 
 PATHS: dict[str, dict[str, Any]] = {
     "/queue/{product_id}/join": {
@@ -115,12 +108,14 @@ PATHS: dict[str, dict[str, Any]] = {
                 "503": BUSY,
             },
             tags=["queue"],
-            parameters=[PRODUCT_ID, TRUSTED_USER],
+            parameters=[PRODUCT_ID],
             security=TICKET,
             description=(
                 "The body is empty (and ignored). A ticket for this product, as a Bearer token "
                 "or the cookie `fs_ticket_<product_id>`, names a visitor who already joined; "
-                "without one, the server chooses a new visitor id."
+                "without one, the server chooses a new visitor id. Where the deployment sets "
+                "FLASHSALE_TRUSTED_USER_HEADER, that header (from a trusted upstream) names the "
+                "visitor instead, on join, status and leave alike."
             ),
         )
     },
@@ -136,7 +131,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "503": BUSY,
             },
             tags=["queue"],
-            parameters=[PRODUCT_ID, TRUSTED_USER],
+            parameters=[PRODUCT_ID],
             security=TICKET_REQUIRED,
             description="Sets the `fs_access` cookie once the caller is admitted.",
         )
@@ -155,7 +150,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "503": BUSY,
             },
             tags=["queue"],
-            parameters=[PRODUCT_ID, TRUSTED_USER],
+            parameters=[PRODUCT_ID],
             security=TICKET_REQUIRED,
         )
     },

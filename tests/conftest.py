@@ -35,6 +35,15 @@ T = TypeVar("T")
 _START_TIMEOUT_S = 90.0
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="fuzz the APIs (tests/api) ten times longer, with a new seed (printed)",
+    )
+
+
 class _InfraLoop:
     """An event loop in a thread: owns the embedded servers' processes and supervisors."""
 

@@ -60,7 +60,7 @@ def _orders_collection(method: str) -> dict[str, Any]:
     return operation(
         f"{method}OrdersCollection",
         "Not an operation of the shop: the token is checked, then 405.",
-        {"405": METHOD_NOT_ALLOWED, **TOKEN_ERRORS},
+        {"404": NOT_FOUND, "405": METHOD_NOT_ALLOWED, **TOKEN_ERRORS},
         tags=["orders"],
         parameters=[PRODUCT_ID],
         security=ACCESS,

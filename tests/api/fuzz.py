@@ -1,0 +1,164 @@
+"""schemathesis against a running server: every operation of a document, positive and negative
+data, a seed, a number of examples per operation, and the checks (tests/api/test_fuzz.py).
+
+Hypothesis drives schemathesis' strategies (``APIOperation.as_strategy``), one ``@given`` per
+operation, in a worker thread: the servers run on the test's event loop, which must keep
+serving while the fuzzer's blocking client waits for them. The thread asks the loop for the
+stores' state (``snapshot``) after every request: a request that was refused (4xx) must leave
+it as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import hypothesis
+import requests
+from hypothesis import strategies as st
+from schemathesis import Case, GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.schemas import APIOperation, BaseSchema
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+SEED = 20261201  # CI's: the same requests every run (--long draws a new one and prints it)
+REQUEST_TIMEOUT_S = 10.0
+
+# What a caller may present: (label, headers: an Authorization, a Cookie), drawn per request;
+# a label may repeat, to draw the valid credential more often.
+Credentials = Sequence[tuple[str, Mapping[str, str]]]
+
+
+@dataclass
+class Report:
+    requests: int = 0
+    by_operation: dict[str, int] = field(default_factory=dict)
+    statuses: dict[int, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        ops = ", ".join(f"{label}: {n}" for label, n in sorted(self.by_operation.items()))
+        statuses = dict(sorted(self.statuses.items()))
+        return f"{self.requests} requests in {self.seconds:.1f} s; statuses {statuses}; {ops}"
+
+
+@dataclass
+class Target:
+    """One API on a running server. `path_values` are known ids (a live sale, a real order)
+    that generated ones are mixed with, so that requests get past the 404s; `credentials` are
+    what a caller may present, drawn for each request (a valid one among them)."""
+
+    schema: BaseSchema
+    base_url: str
+    loop: asyncio.AbstractEventLoop
+    snapshot: Callable[[], Awaitable[Any]]
+    credentials: Credentials
+    path_values: Mapping[str, Sequence[str]]
+    examples: int
+    seed: int
+    deadline_s: float  # the whole run; operations after it are reported as not fuzzed
+
+
+def _strategy(op: APIOperation, path_values: Mapping[str, Sequence[str]]) -> st.SearchStrategy:
+    names = {p.name for p in op.path_parameters}
+    known = {name: values for name, values in path_values.items() if name in names}
+    parts = [op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE)]
+    if known:
+        # Fixed ids for some requests: the rest of each request is still generated.
+        parts += [
+            st.fixed_dictionaries({n: st.sampled_from(list(v)) for n, v in known.items()}).flatmap(
+                lambda ids, mode=mode: op.as_strategy(mode, path_parameters=ids)
+            )
+            for mode in (GenerationMode.POSITIVE, GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        ]
+    return st.one_of(parts)
+
+
+def _state(target: Target) -> Any:
+    return asyncio.run_coroutine_threadsafe(target.snapshot(), target.loop).result(30)
+
+
+def run(target: Target) -> Report:
+    """Fuzz every operation of `target.schema`; failures are collected, not raised, so that
+    one run reports all of them."""
+    report = Report()
+    start = time.monotonic()
+    session = requests.Session()
+    before = [_state(target)]
+
+    for result in target.schema.get_all_operations():
+        op = result.ok()
+        if time.monotonic() - start > target.deadline_s:
+            report.failures.append(f"{op.label}: not fuzzed, the run's time is up")
+            continue
+        try:
+            _fuzzer(target, op, session, report, before)()
+        # Every failure of every operation, reported together (schemathesis' FailureGroup is
+        # a BaseExceptionGroup).
+        except (Exception, BaseExceptionGroup) as exc:
+            report.failures.append(f"{op.label} (seed {target.seed}):\n{exc}")
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _fuzzer(
+    target: Target, op: APIOperation, session: requests.Session, report: Report, before: list
+) -> Callable[[], None]:
+    """The Hypothesis test of one operation; `before` holds the stores' state after the last
+    request."""
+
+    @hypothesis.seed(target.seed)
+    @hypothesis.settings(
+        max_examples=target.examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        phases=[hypothesis.Phase.generate, hypothesis.Phase.shrink],
+        report_multiple_bugs=False,
+        verbosity=hypothesis.Verbosity.quiet,
+    )
+    @hypothesis.given(
+        case=_strategy(op, target.path_values), who=st.integers(0, len(target.credentials) - 1)
+    )
+    def fuzz_operation(case: Case, who: int) -> None:
+        headers = dict(target.credentials[who][1])
+        response = case.call(
+            base_url=target.base_url, session=session, headers=headers, timeout=REQUEST_TIMEOUT_S
+        )
+        report.requests += 1
+        report.by_operation[op.label] = report.by_operation.get(op.label, 0) + 1
+        report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
+        after = _state(target)
+        try:
+            case.validate_response(
+                response,
+                checks=CHECKS,
+                headers=headers,
+                transport_kwargs={"base_url": target.base_url, "headers": headers},
+            )
+            if 400 <= response.status_code < 500 and after != before[0]:
+                curl = case.as_curl_command(headers=headers, base_url=target.base_url)
+                raise AssertionError(
+                    f"a refused request ({response.status_code}) wrote to the stores:\n"
+                    f"{curl}\n{response.text[:500]}"
+                )
+        finally:
+            before[0] = after
+
+    return fuzz_operation

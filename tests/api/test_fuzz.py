@@ -1,0 +1,175 @@
+"""schemathesis against each API on real servers (Valkey, PostgreSQL, tansu): no 5xx, every
+answer as its document says (status, content type, body, headers), invalid data refused, and
+nothing written by a refused request. A fixed seed and size in CI; ``--long`` for ten times
+more with a new seed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from infra.constants import ACCESS_COOKIE, HEADER_GATE_SECRET, TICKET_COOKIE_PREFIX
+from infra.settings import Settings
+from infra.web.openapi import served_document
+from queue_server.app import create_app as create_queue
+from queue_server.openapi import QUEUE_API
+from shop.openapi import ADMIN_API
+from tests.api import fuzz
+from tests.api.conftest import Budget, store_state
+from tests.support import iso_in, new_sale, serving
+from tests.token_gate.conftest import serving_shop
+from token_gate.app import create_app as create_gate
+from token_gate.codec import TokenCodec, new_visitor_id
+from token_gate.openapi import GATE_API
+
+MIN_REQUESTS = 1000
+
+pytestmark = pytest.mark.slow
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _check(report: fuzz.Report) -> None:
+    print(f"\n{report.summary()}")
+    assert report.failures == [], "\n\n".join(report.failures)
+    assert report.requests >= MIN_REQUESTS, report.summary()
+
+
+async def _sales(redis: Redis, **open_sale: Any) -> dict[str, str]:
+    """One sale in each state a caller can meet, by state."""
+    return {
+        "open": (await new_sale(redis, stock=1_000_000, **open_sale)).product_id,
+        "prequeue": (
+            await new_sale(
+                redis, sale_start=iso_in(3600), prequeue_s=7200, queue_mode="shuffle_prequeue"
+            )
+        ).product_id,
+        "scheduled": (await new_sale(redis, sale_start=iso_in(3600), prequeue_s=60)).product_id,
+        "sold_out": (await new_sale(redis, stock=0)).product_id,
+        "closed": (
+            await new_sale(redis, sale_start=iso_in(-7200), sale_end=iso_in(-3600))
+        ).product_id,
+    }
+
+
+@pytest.mark.timeout(300)
+async def test_fuzz_queue_api(stack_settings: Settings, redis: Redis, budget: Budget) -> None:
+    settings = stack_settings.replace(join_rate_per_ip=0)  # the line, not the abuse limit
+    sales = await _sales(redis)
+    codec = TokenCodec(settings.secret_keys)
+    async with serving(create_queue(settings)) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            joined = await client.post(f"/queue/{sales['open']}/join")
+            early = await client.post(f"/queue/{sales['prequeue']}/join")
+        ticket, early_ticket = joined.json()["ticket"], early.json()["ticket"]
+        open_id = sales["open"]
+        target = fuzz.Target(
+            schema=schemathesis.openapi.from_dict(served_document(QUEUE_API)),
+            base_url=url,
+            loop=asyncio.get_running_loop(),
+            snapshot=lambda: store_state(redis),
+            credentials=[
+                ("ticket", bearer(ticket)),
+                ("ticket", bearer(ticket)),
+                ("cookie", {"Cookie": f"{TICKET_COOKIE_PREFIX}{open_id}={ticket}"}),
+                ("early visitor's ticket", bearer(early_ticket)),
+                ("access token", bearer(codec.mint_access("v", open_id, int(time.time()) + 60))),
+                ("garbage", bearer("not.a.ticket")),
+                ("none", {}),
+            ],
+            path_values={"product_id": list(sales.values())},
+            examples=budget.examples(200),
+            seed=budget.seed,
+            deadline_s=budget.deadline_s,
+        )
+        report = await asyncio.to_thread(fuzz.run, target)
+    _check(report)
+
+
+@pytest.mark.timeout(300)
+async def test_fuzz_shop_api_through_the_gate(
+    stack_settings: Settings, redis: Redis, engine: AsyncEngine, budget: Budget
+) -> None:
+    sales = await _sales(redis, per_user_limit=1000)  # orders get past the limit
+    open_id = sales["open"]
+    codec = TokenCodec(stack_settings.secret_keys)
+    later = int(time.time()) + 3600
+    visitor, other = new_visitor_id(), new_visitor_id()
+    token = codec.mint_access(visitor, open_id, later)
+    async with serving_shop(stack_settings) as shop_url:
+        settings = stack_settings.replace(visitor_rate=0, shop_upstream_url=shop_url)
+        async with serving(create_gate(settings)) as url:
+            async with httpx.AsyncClient(base_url=url, headers=bearer(token)) as client:
+                orders = [
+                    (await client.post(f"/products/{open_id}/orders", json={"quantity": 1})).json()
+                    for _ in range(2)
+                ]
+                paid = f"/products/{open_id}/orders/{orders[0]['order_id']}/pay"
+                assert (await client.post(paid, json={"card": "4242424242424242"})).is_success
+            target = fuzz.Target(
+                schema=schemathesis.openapi.from_dict(served_document(GATE_API)),
+                base_url=url,
+                loop=asyncio.get_running_loop(),
+                snapshot=lambda: store_state(redis, engine),
+                credentials=[
+                    ("token", bearer(token)),
+                    ("token", bearer(token)),
+                    ("cookie", {"Cookie": f"{ACCESS_COOKIE}={token}"}),
+                    ("another visitor", bearer(codec.mint_access(other, open_id, later))),
+                    (
+                        "another product",
+                        bearer(codec.mint_access(visitor, sales["sold_out"], later)),
+                    ),
+                    ("expired", bearer(codec.mint_access(visitor, open_id, int(time.time())))),
+                    ("queue ticket", bearer(codec.mint_ticket(visitor, open_id))),
+                    ("garbage", bearer("not.a.token")),
+                    ("none", {}),
+                ],
+                path_values={
+                    "product_id": list(sales.values()),
+                    "order_id": [order["order_id"] for order in orders],
+                },
+                examples=budget.examples(130),
+                seed=budget.seed,
+                deadline_s=budget.deadline_s,
+            )
+            report = await asyncio.to_thread(fuzz.run, target)
+    _check(report)
+
+
+@pytest.mark.timeout(300)
+async def test_fuzz_admin_api(
+    stack_settings: Settings, redis: Redis, engine: AsyncEngine, budget: Budget
+) -> None:
+    sales = await _sales(redis)
+    admin = bearer(stack_settings.admin_key)
+    async with serving_shop(stack_settings) as url:
+        target = fuzz.Target(
+            schema=schemathesis.openapi.from_dict(ADMIN_API),
+            base_url=url,
+            loop=asyncio.get_running_loop(),
+            snapshot=lambda: store_state(redis, engine),
+            credentials=[
+                ("admin key", admin),
+                ("admin key", admin),
+                ("admin key", admin),
+                ("wrong key", bearer(stack_settings.admin_key + "x")),
+                ("the gate's secret", {HEADER_GATE_SECRET: stack_settings.gate_secrets()[0]}),
+                ("none", {}),
+            ],
+            path_values={"product_id": list(sales.values())},
+            examples=budget.examples(130),
+            seed=budget.seed,
+            deadline_s=budget.deadline_s,
+        )
+        report = await asyncio.to_thread(fuzz.run, target)
+    _check(report)
