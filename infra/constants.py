@@ -74,3 +74,10 @@ DEV_ADMIN_KEY = "dev-admin-key"
 MIN_SECRET_CHARS = 16  # secret keys and the admin key, outside dev mode
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # FLASHSALE_LOG_LEVEL's choices
 EXIT_CONFIG = 2  # the exit code of a process that refused its settings (one line on stderr)
+
+# --- HTTP server (infra.web.serve): what uvicorn itself does not bound ---------------------------
+MAX_HEADER_BYTES = 8 * 1024  # names and values of a request's headers, together
+MAX_TARGET_BYTES = 8 * 1024  # a request's path and query
+# From a request's first byte to its last (head and body): a client that trickles a request in
+# (slowloris) is cut off then. Generous for a phone on a bad link sending 16 KiB at most.
+REQUEST_READ_TIMEOUT_S = 10.0

@@ -54,6 +54,24 @@ class PayloadTooLarge(ApiError):
     status_code, code = 413, "payload_too_large"
 
 
+class BadRequest(ApiError):
+    """The request is not valid HTTP."""
+
+    status_code, code = 400, "bad_request"
+
+
+class RequestTimeout(ApiError):
+    """The request did not arrive in time."""
+
+    status_code, code = 408, "request_timeout"
+
+
+class UriTooLong(ApiError):
+    """The request target is over the size limit."""
+
+    status_code, code = 414, "uri_too_long"
+
+
 class HeadersTooLarge(ApiError):
     """The request headers are over the size limit."""
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from infra.constants import HEADER_REQUEST_ID, MAX_BODY_BYTES, REQUEST_ID_MAX_CHARS
+from infra.constants import (
+    HEADER_REQUEST_ID,
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    REQUEST_ID_MAX_CHARS,
+)
 from infra.web import errors
 from infra.web.logs import request_id
 
-MAX_HEADER_BYTES = 8 * 1024
 _REQUEST_ID = HEADER_REQUEST_ID.encode()
 
 

@@ -1,38 +1,209 @@
 """Runs one Starlette app under uvicorn with the platform's limits: the `__main__` of each
-HTTP process is two lines on top of this."""
+HTTP process is two lines on top of this.
+
+uvicorn bounds the wait between two requests of a kept-alive connection, and nothing else: a
+connection that never sends a byte, a request whose head or body trickles in a byte at a
+time (slowloris), a head of endless header lines, all of them hold a connection (and its
+memory) for as long as the client likes. :class:`HttpProtocol` is uvicorn's own httptools
+protocol with those bounds added where the bytes arrive, so they hold for every HTTP process
+before any ASGI code runs, and its refusals are the platform's JSON errors, not text/plain.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
+from typing import Any
 
+import orjson
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from infra.constants import EXIT_CONFIG, POLL_MAX_MS
+from infra.constants import (
+    EXIT_CONFIG,
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_TARGET_BYTES,
+    POLL_MAX_MS,
+    REQUEST_READ_TIMEOUT_S,
+)
 from infra.settings import ConfigError, Settings
+from infra.web import errors
 from infra.web.logs import setup_logging
 
 
-def serve(app: Starlette, settings: Settings, port: int) -> None:
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=port,
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's loggers propagate to our JSON-lines root handler
-        access_log=False,  # one line per poll would drown the logs during a drop
-        server_header=False,
-        proxy_headers=False,  # client addresses are resolved by infra.web.app.ClientAddress
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing; httptools hands it back to uvicorn as
+    HttpParserCallbackError, which ends in ``send_400_response``, where the refusal is sent."""
+
+
+def raw_error(exc: errors.ApiError) -> bytes:
+    """A whole HTTP/1.1 answer with the JSON error shape, for the protocol to write itself
+    (no ASGI cycle exists yet, or it is the one being cut off); the connection then closes."""
+    body = orjson.dumps({"error": exc.code, "detail": exc.detail})
+    return b"".join(
+        (
+            STATUS_LINE[exc.status_code],
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        )
+    )
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the bounds uvicorn lacks (see the module's doc):
+
+    - a new connection has ``timeout_keep_alive`` to send its first byte, like a kept-alive
+      one between requests (uvicorn arms that timer only after a first response);
+    - a request has REQUEST_READ_TIMEOUT_S from its first byte to its last; then it gets 408
+      (or, if an answer has begun, nothing) and the connection closes;
+    - a target over MAX_TARGET_BYTES gets 414, headers over MAX_HEADER_BYTES 431, and a body
+      over MAX_BODY_BYTES 413, all counted as they arrive, never buffered past the limit;
+    - bytes that are not HTTP get the JSON 400 instead of uvicorn's text/plain one.
+    """
+
+    read_timeout_s = REQUEST_READ_TIMEOUT_S  # a class attribute: tests subclass a shorter one
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._target_bytes = 0
+        self._head_bytes = 0
+        self._body_bytes = 0
+        self._refusal: errors.ApiError | None = None
+        # The ASGI cycle of the request being read, once its head is complete (before that,
+        # uvicorn's `cycle` is still the previous request's).
+        self._request_cycle: Any = None
+
+    # -- the connection ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # uvicorn's own keep-alive timer, which its data_received cancels on the first byte.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        refusal, self._refusal = self._refusal, None
+        self._cut(refusal or errors.BadRequest("the request is not valid HTTP/1.1"))
+
+    # -- one request, as the parser reads it -------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._target_bytes = self._head_bytes = self._body_bytes = 0
+        self._request_cycle = None
+        self._disarm()
+        self._deadline = self.loop.call_later(self.read_timeout_s, self._read_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._target_bytes += len(url)
+        if self._target_bytes > MAX_TARGET_BYTES:
+            self._refuse(
+                errors.UriTooLong(f"request targets are limited to {MAX_TARGET_BYTES} bytes")
+            )
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEADER_BYTES:
+            self._refuse(errors.HeadersTooLarge(f"headers are limited to {MAX_HEADER_BYTES} bytes"))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._request_cycle = self.cycle
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > MAX_BODY_BYTES:
+            # A chunked body declares no length, so no route could refuse it up front: it is
+            # refused here, and none of it past the limit is kept.
+            self._cut(
+                errors.PayloadTooLarge(f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+            )
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    # -- refusals ----------------------------------------------------------------------------
+    def _refuse(self, exc: errors.ApiError) -> None:
+        """Before the head is complete: stop the parser; send_400_response answers `exc`."""
+        self._refusal = exc
+        raise _Refused(exc.code)
+
+    def _read_timeout(self) -> None:
+        self._deadline = None
+        if self.flow is not None and self.flow.read_paused:
+            # We stopped reading (a pipelined request waits for the one before it): the
+            # client is not the slow one. Its time starts again when we read again.
+            self._deadline = self.loop.call_later(self.read_timeout_s, self._read_timeout)
+            return
+        self._cut(errors.RequestTimeout(f"a request must arrive within {self.read_timeout_s:g} s"))
+
+    def _cut(self, exc: errors.ApiError) -> None:
+        """Answer `exc` if no answer to this request has begun, then close. A route still
+        reading the body sees the client leave (ClientDisconnect): it acts on no partial
+        request."""
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        cycle = self._request_cycle
+        if cycle is None:
+            # Its head is incomplete: answer unless a pipelined answer before it is still
+            # being written, which a 408 would cut into.
+            previous = self.cycle
+            answer = previous is None or previous.response_complete
+        else:
+            answer = not cycle.response_started
+            if not cycle.response_complete:
+                cycle.disconnected = True  # whatever the route still sends goes nowhere
+                cycle.message_event.set()
+        if answer:
+            self.transport.write(raw_error(exc))
+        self.transport.close()
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+
+def uvicorn_options(settings: Settings, port: int) -> dict[str, Any]:
+    """The server every HTTP process runs (and the hostile-input tests run): its limits are
+    part of the platform, not of a deployment."""
+    return {
+        "host": settings.host,
+        "port": port,
+        "http": HttpProtocol,
+        "ws": "none",  # no route upgrades; an Upgrade header is an ordinary request
+        "log_level": settings.log_level,
+        "log_config": None,  # uvicorn's loggers propagate to our JSON-lines root handler
+        "access_log": False,  # one line per poll would drown the logs during a drop
+        "server_header": False,
+        "proxy_headers": False,  # client addresses are resolved by infra.web.app.ClientAddress
         # Longer than the longest poll_after_ms: a waiting visitor's connection is still open
         # at its next poll. Closing idle connections sooner races with those polls (the
         # client sends on a socket the server is closing), and under a storm that race
         # loses requests.
-        timeout_keep_alive=POLL_MAX_MS // 1000 + 5,
-        timeout_graceful_shutdown=10,
-        h11_max_incomplete_event_size=64 * 1024,
-        backlog=4096,
-    )
+        "timeout_keep_alive": POLL_MAX_MS // 1000 + 5,
+        "timeout_graceful_shutdown": 10,
+        "backlog": 4096,
+    }
+
+
+def serve(app: Starlette, settings: Settings, port: int) -> None:
+    uvicorn.run(app, **uvicorn_options(settings, port))
 
 
 def settings_at_edge() -> Settings:
