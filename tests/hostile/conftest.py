@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,15 @@ from tests.token_gate.conftest import Echo, echo_app
 from token_gate.app import create_app as create_gate
 
 ANSWER_TIMEOUT_S = 20.0  # generous: the machine is shared
+
+
+@pytest.fixture(autouse=True)
+def no_error_is_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """API.md: no request, however malformed, produces a traceback. The servers run in this
+    process, so an error any of them logs during a test is in `caplog`."""
+    yield
+    logged = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert not logged, [f"{r.name}: {r.getMessage()}" for r in logged]
 
 
 @contextlib.asynccontextmanager
