@@ -24,6 +24,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.schemas import APIOperation, BaseSchema
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -35,6 +36,7 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
     response_headers_conformance,
+    negative_data_rejection,
 ]
 SEED = 20261201  # CI's: the same requests every run (--long draws a new one and prints it)
 REQUEST_TIMEOUT_S = 10.0
@@ -62,7 +64,8 @@ class Report:
 class Target:
     """One API on a running server. `path_values` are known ids (a live sale, a real order)
     that generated ones are mixed with, so that requests get past the 404s; `credentials` are
-    what a caller may present, drawn for each request (a valid one among them)."""
+    what a caller may present, drawn for each request (a valid one among them); `header_values`
+    are known values of documented headers (the identity the gate sets)."""
 
     schema: BaseSchema
     base_url: str
@@ -73,20 +76,29 @@ class Target:
     examples: int
     seed: int
     deadline_s: float  # the whole run; operations after it are reported as not fuzzed
+    header_values: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
-def _strategy(op: APIOperation, path_values: Mapping[str, Sequence[str]]) -> st.SearchStrategy:
-    names = {p.name for p in op.path_parameters}
-    known = {name: values for name, values in path_values.items() if name in names}
+def _strategy(op: APIOperation, target: Target) -> st.SearchStrategy:
+    path_names = {p.name for p in op.path_parameters}
+    header_names = {p.name for p in op.headers}
+    paths = {n: v for n, v in target.path_values.items() if n in path_names}
+    headers = {n: v for n, v in target.header_values.items() if n in header_names}
     parts = [op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE)]
-    if known:
-        # Fixed ids for some requests: the rest of each request is still generated.
-        parts += [
-            st.fixed_dictionaries({n: st.sampled_from(list(v)) for n, v in known.items()}).flatmap(
-                lambda ids, mode=mode: op.as_strategy(mode, path_parameters=ids)
+    if paths or headers:
+        # Known values for some requests, given to schemathesis (so that it knows what was
+        # sent): the rest of each request is still generated.
+        def known(values: Mapping[str, Sequence[str]]) -> st.SearchStrategy:
+            return st.fixed_dictionaries({n: st.sampled_from(list(v)) for n, v in values.items()})
+
+        for mode in (GenerationMode.POSITIVE, GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            parts.append(
+                st.tuples(known(paths), known(headers)).flatmap(
+                    lambda fixed, mode=mode: op.as_strategy(
+                        mode, path_parameters=fixed[0] or None, headers=fixed[1] or None
+                    )
+                )
             )
-            for mode in (GenerationMode.POSITIVE, GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-        ]
     return st.one_of(parts)
 
 
@@ -98,6 +110,10 @@ def run(target: Target) -> Report:
     """Fuzz every operation of `target.schema`; failures are collected, not raised, so that
     one run reports all of them."""
     report = Report()
+    # The credentials are the harness' to choose (`target.credentials`): were schemathesis to
+    # generate or drop them too, a request it made invalid by dropping its Authorization would
+    # go out with the harness' cookie and be (rightly) accepted.
+    target.schema.config.generation.update(with_security_parameters=False)
     start = time.monotonic()
     session = requests.Session()
     before = [_state(target)]
@@ -133,9 +149,7 @@ def _fuzzer(
         report_multiple_bugs=False,
         verbosity=hypothesis.Verbosity.quiet,
     )
-    @hypothesis.given(
-        case=_strategy(op, target.path_values), who=st.integers(0, len(target.credentials) - 1)
-    )
+    @hypothesis.given(case=_strategy(op, target), who=st.integers(0, len(target.credentials) - 1))
     def fuzz_operation(case: Case, who: int) -> None:
         headers = dict(target.credentials[who][1])
         response = case.call(

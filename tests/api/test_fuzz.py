@@ -15,12 +15,18 @@ import schemathesis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.constants import ACCESS_COOKIE, HEADER_GATE_SECRET, TICKET_COOKIE_PREFIX
+from infra.constants import (
+    ACCESS_COOKIE,
+    HEADER_GATE_SECRET,
+    HEADER_PRODUCT_ID,
+    HEADER_VISITOR_ID,
+    TICKET_COOKIE_PREFIX,
+)
 from infra.settings import Settings
-from infra.web.openapi import served_document
+from infra.web.openapi import document, served_document
 from queue_server.app import create_app as create_queue
 from queue_server.openapi import QUEUE_API
-from shop.openapi import ADMIN_API
+from shop.openapi import ADMIN_API, PUBLIC_PATHS, SECURITY_SCHEMES
 from tests.api import fuzz
 from tests.api.conftest import Budget, store_state
 from tests.support import iso_in, new_sale, serving
@@ -38,10 +44,10 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _check(report: fuzz.Report) -> None:
+def _check(report: fuzz.Report, min_requests: int = MIN_REQUESTS) -> None:
     print(f"\n{report.summary()}")
     assert report.failures == [], "\n\n".join(report.failures)
-    assert report.requests >= MIN_REQUESTS, report.summary()
+    assert report.requests >= min_requests, report.summary()
 
 
 async def _sales(redis: Redis, **open_sale: Any) -> dict[str, str]:
@@ -167,9 +173,54 @@ async def test_fuzz_admin_api(
                 ("none", {}),
             ],
             path_values={"product_id": list(sales.values())},
-            examples=budget.examples(130),
+            examples=budget.examples(200),
             seed=budget.seed,
             deadline_s=budget.deadline_s,
         )
         report = await asyncio.to_thread(fuzz.run, target)
     _check(report)
+
+
+@pytest.mark.timeout(300)
+async def test_fuzz_shop_api_as_the_shop_serves_it(
+    stack_settings: Settings, redis: Redis, engine: AsyncEngine, budget: Budget
+) -> None:
+    """The same catalog and orders, straight at the shop: its own checks of the gate's secret
+    and of the identity headers, whatever they hold (the gate's run cannot send those)."""
+    sales = await _sales(redis, per_user_limit=1000)
+    secret = {HEADER_GATE_SECRET: stack_settings.gate_secrets()[0]}
+    visitor = new_visitor_id()
+    identity = {HEADER_VISITOR_ID: visitor, HEADER_PRODUCT_ID: sales["open"]}
+    async with serving_shop(stack_settings) as url:
+        async with httpx.AsyncClient(base_url=url, headers={**secret, **identity}) as client:
+            placed = await client.post(f"/products/{sales['open']}/orders", json={"quantity": 2})
+        target = fuzz.Target(
+            schema=schemathesis.openapi.from_dict(
+                document(
+                    "shop", "as served by the shop", PUBLIC_PATHS, security_schemes=SECURITY_SCHEMES
+                )
+            ),
+            base_url=url,
+            loop=asyncio.get_running_loop(),
+            snapshot=lambda: store_state(redis, engine),
+            credentials=[
+                ("gate's secret", secret),
+                ("gate's secret", secret),
+                ("gate's secret", secret),
+                ("wrong secret", {HEADER_GATE_SECRET: "x" * 32}),
+                ("none", {}),
+            ],
+            header_values={
+                "X-Visitor-Id": [visitor, new_visitor_id()],
+                "X-Product-Id": [sales["open"], sales["sold_out"]],
+            },
+            path_values={
+                "product_id": list(sales.values()),
+                "order_id": [placed.json()["order_id"]],
+            },
+            examples=budget.examples(80),
+            seed=budget.seed,
+            deadline_s=budget.deadline_s,
+        )
+        report = await asyncio.to_thread(fuzz.run, target)
+    _check(report, min_requests=400)  # a second view of the shop API; the gate's run has 1000
