@@ -26,8 +26,9 @@ response callbacks: the callers are Lua scripts, whose replies have none.
 On a single Redis the batch is packed by hiredis, written on one connection of the client's
 pool (held while calls keep coming, given back when they stop) and read back under one timeout
 for the whole batch: profiling showed redis-py's own pipeline spending half its time packing
-commands in Python and arming a timer per reply. On a Redis Cluster the batch goes through
-redis-py's cluster pipeline, which splits it by node (not yet exercised: issue 10).
+commands in Python and arming a timer per reply. On a Redis Cluster the batch is split by the
+node that serves each call's slot, and each part goes the same way on a connection of that
+node (``AutoPipeline._cluster``).
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ from typing import Any
 import hiredis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import MovedError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 MAX_BATCH = 256
@@ -155,7 +156,7 @@ class AutoPipeline:
         self.calls += len(batch)
         try:
             if isinstance(self._redis, RedisCluster):
-                replies = await self._cluster_pipeline(commands)
+                replies = await self._cluster(commands)
             else:
                 replies = await self._one_connection(commands)
         except Exception as exc:  # the whole pipeline failed: connection lost, timeout
@@ -176,20 +177,7 @@ class AutoPipeline:
                 future.set_result(reply)
 
     async def _one_connection(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        conn = await self._connection()
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                # hiredis packs in C, several times faster than redis-py's own packer.
-                packed = b"".join([hiredis.pack_command(args) for args in commands])
-                await conn.send_packed_command(packed, check_health=False)
-                replies = await _read_replies(conn, len(commands))
-        except BaseException as exc:
-            # Replies may be left unread on it: the next batch starts on a fresh connection.
-            await conn.disconnect(nowait=True)
-            if isinstance(exc, TimeoutError):
-                raise RedisTimeoutError(f"no reply within {self.timeout_s:g} s") from exc
-            raise
-        return replies
+        return await _exchange(await self._connection(), commands, self.timeout_s)
 
     async def _connection(self) -> AbstractConnection:
         """A connection of the client's pool, held while calls keep coming (one batch is in
@@ -210,8 +198,96 @@ class AutoPipeline:
             assert isinstance(self._redis, Redis)
             await self._redis.connection_pool.release(conn)
 
-    async def _cluster_pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for args in commands:
-            pipe.execute_command(*args)
-        return await pipe.execute(raise_on_error=False)
+    async def _cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The batch split by the node that serves each command's slot, every part sent as
+        one pipeline on a connection of that node, the parts at once. A sale's keys share
+        one hash tag, so each call goes to one node whole.
+
+        We route rather than hand the batch to redis-py's cluster pipeline: for FCALL (a
+        command with movable keys) it asks the server ``COMMAND GETKEYS`` first, one more
+        round trip per call. A ``MOVED`` reply (the slot has a new owner: a failover, a
+        resharding) refreshes the slot map and the call is sent once more where the slot is
+        now: a MOVED command did not run. A node that fails as a whole (connection lost,
+        timeout) fails its own callers only, and the map is refreshed for the next batch.
+        """
+        cluster = self._redis
+        assert isinstance(cluster, RedisCluster)
+        await cluster.initialize()  # once: the slot map, then a no-op
+        replies: list[Any] = [None] * len(commands)
+        pending = list(range(len(commands)))
+        for _ in range(2):  # the batch, then what came back MOVED
+            by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+            for i in pending:
+                node = _node_for(cluster, commands[i])
+                by_node.setdefault(node.name, (node, []))[1].append(i)
+            parts = [
+                (idxs, self._on_node(node, [commands[i] for i in idxs]))
+                for node, idxs in by_node.values()
+            ]
+            results = await asyncio.gather(*(part for _, part in parts), return_exceptions=True)
+            stale = False
+            for (idxs, _), result in zip(parts, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        raise result  # cancelled
+                    stale = True
+                    for i in idxs:
+                        replies[i] = _own_copy(result)
+                    continue
+                for i, reply in zip(idxs, result, strict=True):
+                    replies[i] = reply
+            pending = [i for i in pending if _moved(replies[i])]
+            if stale or pending:
+                await cluster.nodes_manager.initialize()
+            if not pending:
+                break
+        return replies
+
+    async def _on_node(self, node: ClusterNode, commands: list[tuple[Any, ...]]) -> list[Any]:
+        conn = node.acquire_connection()
+        try:
+            # redis-py arms a timer per call on a connection with a socket timeout; one
+            # covers the whole part here, as on a single Redis.
+            saved, conn.socket_timeout = conn.socket_timeout, None
+            try:
+                return await _exchange(conn, commands, self.timeout_s)
+            finally:
+                conn.socket_timeout = saved
+        finally:
+            node.release(conn)
+
+
+def _node_for(cluster: RedisCluster, args: tuple[Any, ...]) -> ClusterNode:
+    """The primary that serves a call: the slot of its first key for a script or function,
+    any node for a command without keys (the tests' ECHO)."""
+    if str(args[0]).upper() in _KEYED and len(args) > 3 and int(args[2]) > 0:
+        return cluster.nodes_manager.get_node_from_slot(cluster.keyslot(args[3]))
+    return cluster.get_default_node()
+
+
+_KEYED = frozenset({"FCALL", "FCALL_RO", "EVALSHA", "EVAL"})
+
+
+def _moved(reply: Any) -> bool:
+    # redis-py's parser turns a MOVED reply into MovedError (its text without the word).
+    return isinstance(reply, MovedError) or (
+        isinstance(reply, ResponseError) and str(reply).startswith("MOVED ")
+    )
+
+
+async def _exchange(
+    conn: AbstractConnection, commands: list[tuple[Any, ...]], timeout_s: float
+) -> list[Any]:
+    """Writes the commands as one pipeline and reads their replies, under one timeout."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            # hiredis packs in C, several times faster than redis-py's own packer.
+            packed = b"".join([hiredis.pack_command(args) for args in commands])
+            await conn.send_packed_command(packed, check_health=False)
+            return await _read_replies(conn, len(commands))
+    except BaseException as exc:
+        # Replies may be left unread on it: the next batch starts on a fresh connection.
+        await conn.disconnect(nowait=True)
+        if isinstance(exc, TimeoutError):
+            raise RedisTimeoutError(f"no reply within {timeout_s:g} s") from exc
+        raise

@@ -1,0 +1,40 @@
+"""A real Redis Cluster for the session: three masters with one replica each, valkey-server
+nodes on loopback (infra/stack/cluster.py), or ``FLASHSALE_REDIS_CLUSTER_URL``
+(``redis+cluster://...``) pointing at an external one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from infra.redis import create_redis
+from infra.stack.cluster import EmbeddedCluster
+from tests.conftest import _InfraLoop, _server_data_dir
+
+
+@pytest.fixture(scope="session")
+def cluster_url(_infra_loop: _InfraLoop) -> Iterator[str]:
+    if url := os.environ.get("FLASHSALE_REDIS_CLUSTER_URL"):
+        yield url
+        return
+    with _server_data_dir("cluster") as data_dir:
+        cluster = EmbeddedCluster(data_dir)
+        _infra_loop.run(cluster.start())
+        try:
+            yield cluster.url
+        finally:
+            _infra_loop.run(cluster.stop())
+
+
+@pytest.fixture
+async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
+    """A cluster client on the test's own loop, made the way every process makes one."""
+    client = create_redis(cluster_url)
+    assert isinstance(client, RedisCluster)
+    try:
+        yield client
+    finally:
+        await client.aclose()
