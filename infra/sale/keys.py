@@ -23,7 +23,14 @@ def is_product_id(value: str) -> bool:
 @functools.lru_cache(maxsize=4096)
 def sale_keys(product_id: str) -> SaleKeys:
     """The (immutable) key names of a sale, built once per product: hot paths ask per request.
-    A refused id raises before it is cached, so garbage never fills the cache."""
+
+    The way services get keys: an id that API.md's rule refuses (a control character, a "}"
+    that would end the hash tag early and put one sale's keys on another's shard, a "..")
+    raises InvalidProductId, before it is cached, so garbage never fills the cache either.
+    (``SaleKeys(...)`` itself builds names for any string: tests use it to look for keys a
+    refused id must not have written.)"""
+    if not is_product_id(product_id):
+        raise InvalidProductId(f"{product_id!r} is not a product id")
     return SaleKeys(product_id)
 
 
@@ -51,11 +58,6 @@ class SaleKeys:
     )
 
     def __init__(self, product_id: str) -> None:
-        # Every Redis key of a sale is built here, so no id that API.md refuses (a control
-        # character, a "}" that would end the hash tag early, a "..") ever reaches Redis,
-        # whichever app or path it came by.
-        if not is_product_id(product_id):
-            raise InvalidProductId(f"{product_id!r} is not a product id")
         base = f"fs:{{{product_id}}}"
         self.product_id = product_id
         self.sale = f"{base}:sale"  # hash: config and state

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from infra.sale.keys import InvalidProductId, SaleKeys, is_product_id, sale_keys
+from infra.sale.keys import InvalidProductId, is_product_id, sale_keys
 from infra.settings import Settings
 from tests.hostile.conftest import (
     Platform,
@@ -123,14 +123,15 @@ def test_the_id_rule() -> None:
         assert not is_product_id(bad), bad
 
 
-def test_no_key_is_ever_built_from_a_bad_id() -> None:
-    """SaleKeys is where an id becomes Redis key names: a bad one (a "}" would end the hash
-    tag early and put the keys of one sale on another's shard) raises, and is not cached."""
+def test_no_key_is_built_from_a_bad_id() -> None:
+    """sale_keys is where a service turns an id into Redis key names: a bad one (a "}" would
+    end the hash tag early and put the keys of one sale on another's shard) raises, and is
+    not cached."""
+    before = sale_keys.cache_info().currsize
     for bad in ("a}b", "shoe-1\n", "..", ""):
         with pytest.raises(InvalidProductId):
-            SaleKeys(bad)
-        with pytest.raises(InvalidProductId):
             sale_keys(bad)
+    assert sale_keys.cache_info().currsize == before
     assert sale_keys("shoe-1") is sale_keys("shoe-1")
 
 
