@@ -1,11 +1,15 @@
 """JSON-lines logging for every flashsale process: ``setup_logging(level)``, and the
-``request_id`` context variable whose value every line logged while serving a request carries."""
+``request_id`` context variable whose value every line logged while serving a request carries.
+
+No line carries a secret, whoever logs it and however: a message, an ``extra=`` value and a
+traceback all pass through the same redaction before they are written (see ``redact``)."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TextIO
@@ -17,8 +21,22 @@ _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
     | {"message", "asctime", "color_message"}  # uvicorn's ANSI-coloured copy of msg
 )
-# A password in a URL (scheme://user:password@host) never reaches a log line, whoever logs it.
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
+# What a secret looks like, wherever it turns up (an exception quoting a URL, a library's
+# debug line quoting a header): the shapes are ours, so they are known.
+_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # A password in a URL: scheme://user:password@host (the stores' URLs carry one).
+    (re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@"), r"\g<head>***@"),
+    # A token or ticket as the codec mints them: base64url JSON ('{"' is "eyJ"), a dot, an
+    # HMAC. The whole string is the credential, so none of it stays.
+    (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{20,}"), "<signed:redacted>"),
+    # A credential in an Authorization header or a query (?token= is how the waiting room
+    # hands a visitor to the shop page).
+    (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), r"\1***"),
+    (re.compile(r"(?i)([?&;](?:token|access_token|ticket|key|password)=)[^&\s\"'#]+"), r"\1***"),
+    # libpq's key=value form of a connection string.
+    (re.compile(r"(?i)\b(password|passwd|pwd)=[^\s&\"',;]+"), r"\1=***"),
+)
+REDACTED = "***"
 
 
 # Libraries that log at INFO on every tick, poll or rebalance (APScheduler: two lines per job
@@ -33,37 +51,57 @@ LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 request_id: ContextVar[str | None] = ContextVar("flashsale_request_id", default=None)
 
 
-def _redact(text: str) -> str:
-    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+def redact(text: str, secrets: re.Pattern[str] | None = None) -> str:
+    """`text` without anything shaped like a secret, nor any of the exact `secrets`."""
+    if secrets is not None:
+        text = secrets.sub(REDACTED, text)
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
-def _jsonable(value: object) -> object:
-    if isinstance(value, str):
-        return _redact(value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return _redact(str(value))
+def _exact(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    # Longest first, so that a secret containing another is removed whole. Values shorter
+    # than 8 characters are left alone: they would blank ordinary words out of every line.
+    values = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, values))) if values else None
 
 
 class _JsonFormatter(logging.Formatter):
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = _exact(secrets)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    def _jsonable(self, value: object) -> object:
+        if isinstance(value, str):
+            return self._redact(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, list | tuple):
+            return [self._jsonable(v) for v in value]
+        if isinstance(value, dict):
+            return {self._redact(str(k)): self._jsonable(v) for k, v in value.items()}
+        return self._redact(str(value))
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": _redact(record.getMessage()),
+            "msg": self._redact(record.getMessage()),
         }
         if (current := request_id.get()) is not None:
-            line["request_id"] = current
+            line["request_id"] = self._redact(current)
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                line[key] = _jsonable(value)
+                line[key] = self._jsonable(value)
         if record.exc_info:
-            line["exc"] = _redact(self.formatException(record.exc_info))
+            line["exc"] = self._redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            line["stack"] = self._redact(self.formatStack(record.stack_info))
         return orjson.dumps(line).decode()
 
 
@@ -71,14 +109,18 @@ class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler we installed, so a second setup replaces it instead of doubling lines."""
 
 
-def setup_logging(level: str | int = "info", *, stream: TextIO | None = None) -> None:
+def setup_logging(
+    level: str | int = "info", *, stream: TextIO | None = None, secrets: Iterable[str] = ()
+) -> None:
     """Send every record of this process to ``stream`` (stderr by default) as one JSON object
-    per line; the chatty libraries stay at WARNING unless ``level`` is debug."""
+    per line; the chatty libraries stay at WARNING unless ``level`` is debug. Any of the exact
+    ``secrets`` (the process's keys and passwords) is blanked wherever it appears, on top of
+    what ``redact`` removes by its shape."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _JsonHandler)]:
         root.removeHandler(handler)
     handler = _JsonHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(_JsonFormatter())
+    handler.setFormatter(_JsonFormatter(secrets))
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     debug = root.getEffectiveLevel() <= logging.DEBUG

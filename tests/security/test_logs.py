@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
 from infra.constants import HEADER_GATE_SECRET
 from infra.settings import Settings
 from infra.stack.embedded import free_port
+from infra.web.logs import CHATTY_LOGGERS, setup_logging
 from tests.security.conftest import ADMIN_KEY, NEW_KEY, OLD_KEY, bearer, cookie, cookieless
 from tests.support import sale_body, unique_id
+from token_gate.codec import TokenCodec
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120.0
@@ -203,3 +208,55 @@ async def test_no_secret_reaches_any_log(tmp_path: Path, embedded_data_dir: Path
         for match in TOKEN_SHAPE.findall(text)
     ]
     assert not leaks, leaks
+
+
+# --- the redaction itself: whatever a line carries, by shape or by value ----------------------
+
+
+def _logged(secrets: tuple[str, ...], emit: Callable[[logging.Logger], None]) -> str:
+    """What `emit` logs through the platform's own handler, at debug; the root logger (and
+    the chatty libraries' levels) are left as they were found."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    try:
+        setup_logging("debug", stream=stream, secrets=secrets)
+        emit(logging.getLogger("flashsale.test.redaction"))
+    finally:
+        for handler in [h for h in root.handlers if h not in before[1]]:
+            root.removeHandler(handler)
+        root.setLevel(before[0])
+        for name, level in chatty.items():
+            logging.getLogger(name).setLevel(level)
+    return stream.getvalue()
+
+
+def test_a_line_never_carries_a_secret_by_shape_or_by_value() -> None:
+    codec_token = TokenCodec((NEW_KEY,)).mint_access("visitor-1", "shoe", 2_000_000_000)
+    ticket = TokenCodec((NEW_KEY,)).mint_ticket("visitor-1", "shoe")
+    password = "pw-" + "9" * 20
+    gate_secret = Settings(secret_keys=(NEW_KEY,)).gate_secrets()[0]
+
+    def emit(log: logging.Logger) -> None:
+        log.info("GET /shop/shoe?token=%s&lang=en", codec_token)
+        log.warning("upstream said no", extra={"headers": {"authorization": f"Bearer {ticket}"}})
+        log.error("cannot connect to postgresql+asyncpg://postgres:%s@db/flashsale", password)
+        log.debug("dsn host=db user=postgres password=%s dbname=x", password)
+        log.info("config", extra={"keys": [NEW_KEY, ADMIN_KEY], "gate": gate_secret})
+        try:
+            raise ValueError(f"invalid URL /products/%00?token={codec_token}")
+        except ValueError:
+            log.exception("unexpected error")
+
+    text = _logged((NEW_KEY, ADMIN_KEY, gate_secret, password), emit)
+    lines = text.splitlines()
+    assert len(lines) == 6 and all(orjson.loads(line) for line in lines)  # still JSON lines
+    for secret in (codec_token, ticket, password, NEW_KEY, ADMIN_KEY, gate_secret):
+        assert secret not in text, secret
+    assert not TOKEN_SHAPE.search(text)
+    # What is not secret stays readable: the path, the host, the exception's kind.
+    assert "/shop/shoe?token=" in text and "&lang=en" in text
+    assert "postgres:***@db/flashsale" in text
+    assert "ValueError: invalid URL /products/%00?token=" in text
+    assert '"msg":"upstream said no"' in text
