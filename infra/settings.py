@@ -20,6 +20,7 @@ from urllib.parse import SplitResult, urlsplit
 from redis.connection import parse_url as redis_parse_url
 
 from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY, LOG_LEVELS, MIN_SECRET_CHARS
+from infra.redis import REDIS_CLUSTER_SCHEME
 
 
 class ConfigError(Exception):
@@ -160,17 +161,21 @@ def _netloc_problem(parts: SplitResult, example: str) -> str | None:
 
 
 def _redis_url_problem(url: str) -> str | None:
-    example = "redis://[:password@]host[:port][/db], rediss://... or unix:///path/to.sock"
+    example = (
+        "redis://[:password@]host[:port][/db], rediss://..., unix:///path/to.sock or "
+        "redis+cluster://[:password@]host:port (any node of a Redis Cluster)"
+    )
     if not _visible(url):
         return f"a URL has no spaces or control characters (expected {example})"
     parts = urlsplit(url)
-    if parts.scheme == "redis+cluster":
-        return (
-            "redis+cluster:// (Redis Cluster) is not supported yet; give one node as "
-            "redis://host:port"
-        )
+    if parts.scheme == REDIS_CLUSTER_SCHEME:
+        if problem := _netloc_problem(parts, example):
+            return problem
+        if parts.path.strip("/") not in ("", "0"):
+            return f"a Redis Cluster has only database 0 (expected {example})"
+        return None
     if parts.scheme not in _REDIS_SCHEMES:
-        return f"the scheme must be redis://, rediss:// or unix:// (expected {example})"
+        return f"the scheme must be one of these (expected {example})"
     if parts.scheme == "unix":
         return None if parts.path else f"a unix:// URL needs the socket's path ({example})"
     if problem := _netloc_problem(parts, example):

@@ -23,7 +23,7 @@ PROCESSES = ("queue_server", "scheduler", "shop", "token_gate", "shop.worker")
 # (env, the setting named, a word of what is expected)
 REFUSED = [
     ({"FLASHSALE_REDIS_URL": "foo://x"}, "FLASHSALE_REDIS_URL (--redis-url)", "redis://"),
-    ({"FLASHSALE_REDIS_URL": "redis+cluster://a:7000"}, "FLASHSALE_REDIS_URL", "not supported"),
+    ({"FLASHSALE_REDIS_URL": "redis+cluster://a:7000/1"}, "FLASHSALE_REDIS_URL", "database 0"),
     ({"FLASHSALE_REDIS_URL": "redis://h:70000/0"}, "FLASHSALE_REDIS_URL", "1 to 65535"),
     ({"FLASHSALE_REDIS_URL": "redis://h:6379/zero"}, "FLASHSALE_REDIS_URL", "number"),
     ({"FLASHSALE_REDIS_URL": "redis:///0"}, "FLASHSALE_REDIS_URL", "no host"),
@@ -150,7 +150,7 @@ def _assert_refused(code: int, out: str, err: str, elapsed: float, words: str) -
     ("flags", "words"),
     [
         (["--redis-url", "foo://x"], "FLASHSALE_REDIS_URL (--redis-url): the scheme must be"),
-        (["--redis-url", "redis+cluster://a:7000"], "not supported yet"),
+        (["--redis-url", "redis+cluster://a:7000/2"], "only database 0"),
         (["--gate-port", "70000"], "FLASHSALE_GATE_PORT (--gate-port)"),
         (["--kafka-bootstrap", "broker"], "FLASHSALE_KAFKA_BOOTSTRAP (--kafka-bootstrap)"),
         (["--host", "no-such-host.invalid"], "does not resolve"),
