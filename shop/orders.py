@@ -68,9 +68,12 @@ def _quantity(body: dict[str, Any]) -> int:
 
 async def place(request: Request) -> Response:
     ctx, keys, visitor = _caller(request)
-    idem = request.headers.get("idempotency-key", "")
-    if idem and not IDEMPOTENCY_KEY_RE.match(idem):
+    # An empty key is not "no key": a client that sends one means to retry with it, and would
+    # get a new order on every retry (found by tests/api's fuzzing).
+    idem = request.headers.get("idempotency-key")
+    if idem is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idem):
         raise errors.InvalidRequest("Idempotency-Key must be 1 to 64 visible ASCII characters")
+    idem = idem or ""
     quantity = _quantity(await read_json_object(request))
     order_id = "o_" + secrets.token_hex(12)
     reply = await ctx.reservations.reserve(keys, visitor, quantity, order_id, idem)
