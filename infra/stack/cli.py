@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -53,6 +54,7 @@ WORKER_MODULES: tuple[str, ...] = ("shop.worker",)
 MIGRATE_MODULE = "shop.migrate"
 
 READY_TIMEOUT_S = 60.0
+EXTERNAL_CONNECT_TIMEOUT_S = 3.0  # an external server given by URL must accept a connection
 # A child that exits with these refused its settings (infra.web.serve.settings_at_edge): the
 # same settings would be refused again, so `flashsale up` stops at once instead of restarting.
 FINAL_EXIT_CODES = frozenset({EXIT_CONFIG})
@@ -221,6 +223,51 @@ def ports_in_use(settings: Settings) -> list[str]:
                     ) from None
                 busy.append(f"{port} ({module})")
     return busy
+
+
+def _addresses(settings: Settings, field_name: str) -> list[tuple[str, int] | str]:
+    """Where the external server of `field_name` listens: (host, port) pairs or a unix path."""
+    if field_name == "kafka_bootstrap":
+        found: list[tuple[str, int] | str] = []
+        for server in settings.kafka_bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            found.append((host.strip("[]"), int(port)))
+        return found
+    parts = urlsplit(getattr(settings, field_name))
+    if parts.scheme == "unix":
+        return [parts.path]
+    default = {"redis_url": 6379, "database_url": 5432}[field_name]
+    return [(parts.hostname or "127.0.0.1", parts.port or default)]
+
+
+async def _answers(address: tuple[str, int] | str) -> str | None:
+    """None when something accepts a connection at `address`, else why not."""
+    try:
+        async with asyncio.timeout(EXTERNAL_CONNECT_TIMEOUT_S):
+            if isinstance(address, str):
+                _, writer = await asyncio.open_unix_connection(address)
+            else:
+                _, writer = await asyncio.open_connection(*address)
+    except TimeoutError:
+        return f"no answer within {EXTERNAL_CONNECT_TIMEOUT_S:g} s"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    writer.close()
+    return None
+
+
+async def unreachable_servers(settings: Settings, fields: set[str]) -> str | None:
+    """One line about the first external server (given by URL, not embedded) that accepts no
+    connection at all, or None. Only a TCP (or unix) connect: credentials are the apps'."""
+    for field_name in sorted(fields):
+        addresses = _addresses(settings, field_name)
+        reasons = await asyncio.gather(*(_answers(a) for a in addresses))
+        if all(reasons):  # a Kafka bootstrap list needs one server that answers
+            shown = ", ".join(a if isinstance(a, str) else f"{a[0]}:{a[1]}" for a in addresses)
+            return f"{setting_name(field_name)}: nothing answers at {shown} ({reasons[0]})"
+    return None
 
 
 def lock_data_dir(data_dir: Path) -> int | None:
@@ -467,6 +514,11 @@ def _run_up(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if busy:
         print(f"flashsale: ports already in use: {', '.join(busy)}", file=sys.stderr, flush=True)
+        return 1
+    if unreachable := asyncio.run(unreachable_servers(settings, set(_EXTERNAL) - embedded)):
+        # Otherwise every app would start, answer its health check with 503, and `up` would
+        # give up only after READY_TIMEOUT_S.
+        print(f"flashsale: {unreachable}", file=sys.stderr, flush=True)
         return 1
     try:
         locked = lock_data_dir(settings.data_dir) if embedded else 0

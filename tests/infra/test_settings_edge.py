@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -161,6 +162,26 @@ async def test_flashsale_up_refuses_at_once(tmp_path: Path, flags: list[str], wo
     argv = [sys.executable, "-m", "infra", "up", "--data-dir", str(data_dir), *flags]
     _assert_refused(*await _run(argv, _env(), tmp_path), words)
     assert not data_dir.exists()  # nothing was started
+
+
+async def test_flashsale_up_stops_at_once_when_an_external_server_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    """A well-formed URL where nothing listens: one line, not a minute of health checks."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    for flag, value in (
+        ("--redis-url", f"redis://127.0.0.1:{port}/0"),
+        ("--database-url", f"postgresql://u@127.0.0.1:{port}/db"),
+        ("--kafka-bootstrap", f"127.0.0.1:{port}"),
+    ):
+        argv = [sys.executable, "-m", "infra", "up", "--data-dir", str(tmp_path / "d"), flag, value]
+        code, out, err, elapsed = await _run(argv, _env(), tmp_path)
+        assert code == 1, err
+        assert out == "" and len(err.strip().splitlines()) == 1, err
+        assert f"nothing answers at 127.0.0.1:{port} (connection refused)" in err, err
+        assert elapsed < STARTUP_LIMIT_S, elapsed
 
 
 async def test_each_process_started_alone_refuses_at_once(tmp_path: Path) -> None:
