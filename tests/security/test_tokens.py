@@ -243,3 +243,34 @@ async def test_a_retired_key_is_refused_after_rotation(
         # A token of the new key goes through the same gate: the refusal was the key's.
         fresh = new.codec.mint_access("rotated-visitor", pid, in_(300))
         assert (await _order(client, new, pid, fresh)).status_code == 202
+
+
+def _respellings(token: str) -> list[str]:
+    """Other spellings of the same signature bytes, which a lenient base64 decoder reads
+    back as the very same signature: the padding bits of the last character changed, a "="
+    appended, a character from outside the alphabet slipped in."""
+    head, sig = token.rsplit(".", 1)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(sig[-1])
+    padded = [sig[:-1] + alphabet[(last & ~3) | bits] for bits in (1, 2, 3)]
+    return [f"{head}.{s}" for s in [*padded, sig + "=", sig[:10] + "!" + sig[10:], sig + "*"]]
+
+
+async def test_another_spelling_of_a_real_signature_is_refused(
+    client: httpx.AsyncClient, platform: Platform, redis: Redis
+) -> None:
+    keys = await open_sale(redis, stock=1, max_active=1)
+    pid = keys.product_id
+    body = await admitted(client, platform, pid)
+    token = body["access_token"]
+    waiting = await client.post(f"{platform.queue_url}/queue/{pid}/join")
+    ticket = waiting.json()["ticket"]
+    read = f"{platform.gate_url}/products/{pid}/orders/o_{'0' * 24}"
+    assert_error(await client.get(read, headers=bearer(token)), 404, "not_found")  # honoured
+    for respelled in _respellings(token):
+        assert_error(await client.get(read, headers=bearer(respelled)), 401, "token_invalid")
+    status_url = f"{platform.queue_url}/queue/{pid}/status"
+    assert (await client.get(status_url, headers=bearer(ticket))).status_code == 200
+    for respelled in _respellings(ticket):
+        reply = await client.get(status_url, headers=bearer(respelled))
+        assert_error(reply, 401, "ticket_invalid")
