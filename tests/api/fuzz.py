@@ -53,11 +53,15 @@ class Report:
     statuses: dict[int, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    state_seconds: float = 0.0  # of `seconds`, spent reading the stores' state
 
     def summary(self) -> str:
         ops = ", ".join(f"{label}: {n}" for label, n in sorted(self.by_operation.items()))
         statuses = dict(sorted(self.statuses.items()))
-        return f"{self.requests} requests in {self.seconds:.1f} s; statuses {statuses}; {ops}"
+        return (
+            f"{self.requests} requests in {self.seconds:.1f} s ({self.state_seconds:.1f} s reading "
+            f"the stores' state); statuses {statuses}; {ops}"
+        )
 
 
 @dataclass
@@ -160,7 +164,9 @@ def _fuzzer(
         report.requests += 1
         report.by_operation[op.label] = report.by_operation.get(op.label, 0) + 1
         report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
+        started = time.monotonic()
         after = _state(target)
+        report.state_seconds += time.monotonic() - started
         try:
             case.validate_response(
                 response,

@@ -67,7 +67,7 @@ async def _sales(redis: Redis, **open_sale: Any) -> dict[str, str]:
     }
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(1800)  # a backstop: Budget.deadline_s bounds the run
 async def test_fuzz_queue_api(stack_settings: Settings, redis: Redis, budget: Budget) -> None:
     settings = stack_settings.replace(join_rate_per_ip=0)  # the line, not the abuse limit
     sales = await _sales(redis)
@@ -101,7 +101,7 @@ async def test_fuzz_queue_api(stack_settings: Settings, redis: Redis, budget: Bu
     _check(report)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(1800)  # a backstop: Budget.deadline_s bounds the run
 async def test_fuzz_shop_api_through_the_gate(
     stack_settings: Settings, redis: Redis, engine: AsyncEngine, budget: Budget
 ) -> None:
@@ -152,7 +152,7 @@ async def test_fuzz_shop_api_through_the_gate(
     _check(report)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(1800)  # a backstop: Budget.deadline_s bounds the run
 async def test_fuzz_admin_api(
     stack_settings: Settings, redis: Redis, engine: AsyncEngine, budget: Budget
 ) -> None:
@@ -181,7 +181,7 @@ async def test_fuzz_admin_api(
     _check(report)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(1800)  # a backstop: Budget.deadline_s bounds the run
 async def test_fuzz_shop_api_as_the_shop_serves_it(
     stack_settings: Settings, redis: Redis, engine: AsyncEngine, budget: Budget
 ) -> None:
