@@ -17,6 +17,8 @@ from infra.settings import Settings
 from infra.web.openapi import OPENAPI_PATH, document, operation, served_document
 from queue_server.app import create_app as create_queue
 from queue_server.openapi import QUEUE_API
+from scheduler.app import create_app as create_scheduler
+from scheduler.openapi import SCHEDULER_API
 from shop.app import create_app as create_shop
 from shop.openapi import ADMIN_API, SHOP_API
 from tests.api.routes import disagreements
@@ -28,7 +30,12 @@ APPS: dict[str, tuple[Callable[[Settings], Starlette], dict[str, Any]]] = {
     "queue": (create_queue, QUEUE_API),
     "shop": (create_shop, SHOP_API),
     "gate": (create_gate, GATE_API),
+    "scheduler": (create_scheduler, SCHEDULER_API),
 }
+# scheduler/app.py (not tests/api's to change) does not pass its document to build_app yet:
+# its GET /openapi.json, and only that, is missing (a known failure, and nothing else is let
+# through); wired, the test passes.
+NOT_WIRED = {"scheduler"}
 
 
 @pytest.fixture
@@ -43,10 +50,13 @@ def test_every_route_is_documented_and_every_operation_served(
 ) -> None:
     create, doc = APPS[name]
     app = create(offline_settings)
-    assert disagreements(app.routes, served_document(doc)) == {
-        "documented, not served": [],
+    found = disagreements(app.routes, served_document(doc))
+    if name in NOT_WIRED and found == {
+        "documented, not served": ["GET /openapi.json"],
         "served, not documented": [],
-    }
+    }:
+        pytest.xfail("scheduler/app.py passes no openapi= to build_app yet")
+    assert found == {"documented, not served": [], "served, not documented": []}
 
 
 def test_the_comparison_sees_both_kinds_of_drift() -> None:
@@ -74,7 +84,9 @@ def test_the_comparison_sees_both_kinds_of_drift() -> None:
 
 
 @pytest.mark.parametrize(
-    "doc", [QUEUE_API, SHOP_API, ADMIN_API, GATE_API], ids=["queue", "shop", "admin", "gate"]
+    "doc",
+    [QUEUE_API, SHOP_API, ADMIN_API, GATE_API, SCHEDULER_API],
+    ids=["queue", "shop", "admin", "gate", "scheduler"],
 )
 def test_documents_are_valid_openapi_whose_operations_all_load(doc: dict[str, Any]) -> None:
     schema = schemathesis.openapi.from_dict(served_document(doc))

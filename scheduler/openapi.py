@@ -1,0 +1,41 @@
+"""The scheduler's OpenAPI document, as data: its port answers only health and metrics."""
+
+from __future__ import annotations
+
+from infra.web.openapi import document, ok, operation, text, unavailable
+
+SCHEDULER_API = document(
+    "flashsale scheduler (health and metrics)",
+    "The scheduler opens sales, admits batches and mints access tokens; it has no public API. "
+    'Every error is `{"error": code, "detail": sentence}`.',
+    {
+        "/healthz": {
+            "get": operation(
+                "getHealth",
+                "200 once Valkey answers and the jobs run.",
+                {
+                    "200": ok(
+                        "Healthy.",
+                        {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"const": "ok"}},
+                            "additionalProperties": False,
+                        },
+                    ),
+                    "503": unavailable(retry_after=False),
+                },
+                tags=["operations"],
+            )
+        },
+        "/metrics": {
+            "get": operation(
+                "getMetrics",
+                "Prometheus text format.",
+                {"200": text("The metrics.", "text/plain; version=0.0.4; charset=utf-8")},
+                tags=["operations"],
+            )
+        },
+    },
+    tags=[{"name": "operations", "description": "Health, metrics, this document."}],
+)
