@@ -37,6 +37,13 @@ IN_FLIGHT = 3
 # SQLSTATE classes worth waiting out: connection, resources, operator intervention, system,
 # and transaction rollbacks (serialization failures, deadlocks).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+# A worker killed with SIGKILL never leaves the group: its partitions wait until the broker
+# gives up on its heartbeats. aiokafka's 10 s default made a restarted worker idle 18-19 s on
+# tansu (which hands the partitions over after about twice the session); 6 s is the lowest
+# session Apache Kafka accepts by default (group.min.session.timeout.ms), and the heartbeat
+# goes at a third of it or less, as Kafka asks.
+SESSION_TIMEOUT_MS = 6_000
+HEARTBEAT_INTERVAL_MS = 1_000
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -145,6 +152,8 @@ class OrderConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         )
         await consumer.start()
         line = CommitLine()

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownError
 
 from infra.resource import Resource
 
@@ -18,6 +18,12 @@ log = logging.getLogger("flashsale.producer")
 PRODUCE_TIMEOUT_MS = 5_000
 CONNECT_BACKOFF_MAX_S = 10.0
 STOP_WAIT_S = 3.0
+# A produce the broker refused outright (so nothing was written) is tried again at once, up to
+# this many times: tansu answers UnknownError to one of two producers that append to the same
+# partition at the same moment (its storage reports AlreadyExists for the offset), which after
+# a broker restart hit every order the shop produced while the reconciler re-published.
+REFUSED_ATTEMPTS = 3
+REFUSED_PAUSE_S = 0.02
 
 
 class ProducerUnavailable(Exception):
@@ -89,4 +95,15 @@ class EventProducer(Resource):
             raise ProducerUnavailable("not connected to the broker")
         payload = value if isinstance(value, bytes) else orjson.dumps(value)
         headers = [("x-request-id", request_id.encode())] if request_id else None
-        await self._producer.send_and_wait(topic, payload, key=key.encode(), headers=headers)
+        for attempt in range(1, REFUSED_ATTEMPTS + 1):
+            try:
+                await self._producer.send_and_wait(
+                    topic, payload, key=key.encode(), headers=headers
+                )
+                return
+            except UnknownError:
+                # Only this error: a timeout or a lost connection may have written the event,
+                # and those are the caller's to decide (a retry there is a duplicate at worst).
+                if attempt == REFUSED_ATTEMPTS:
+                    raise
+                await asyncio.sleep(REFUSED_PAUSE_S * attempt)
