@@ -27,6 +27,7 @@ from infra.constants import (
     MAX_HEADER_BYTES,
     MAX_TARGET_BYTES,
     POLL_MAX_MS,
+    REFUSED_LINGER_S,
     REQUEST_READ_SWEEPS,
     REQUEST_READ_TIMEOUT_S,
 )
@@ -84,6 +85,7 @@ class HttpProtocol(HttpToolsProtocol):
         # The ASGI cycle of the request being read, once its head is complete (before that,
         # uvicorn's `cycle` is still the previous request's).
         self._request_cycle: Any = None
+        self._lingering = False  # refused and half-closed: what still comes is dropped
 
     # -- the connection ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -92,6 +94,11 @@ class HttpProtocol(HttpToolsProtocol):
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
+        super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._reading_since = None
@@ -186,18 +193,39 @@ class HttpProtocol(HttpToolsProtocol):
             return
         cycle = self._request_cycle
         if cycle is None:
-            # Its head is incomplete: answer unless a pipelined answer before it is still
-            # being written, which a 408 would cut into.
+            # Its head is incomplete. An answer to a pipelined request before it may still be
+            # coming: a 408 would cut into it, and a half-close would fail its writes.
             previous = self.cycle
-            answer = previous is None or previous.response_complete
-        else:
-            answer = not cycle.response_started
-            if not cycle.response_complete:
-                cycle.disconnected = True  # whatever the route still sends goes nowhere
-                cycle.message_event.set()
-        if answer:
+            if previous is not None and not previous.response_complete:
+                self.transport.close()
+                return
             self.transport.write(raw_error(exc))
-        self.transport.close()
+        elif not cycle.response_complete:
+            started = cycle.response_started
+            cycle.disconnected = True  # whatever the route still sends goes nowhere
+            cycle.waiting_for_100_continue = False
+            cycle.message_event.set()
+            if started:  # half an answer is out: nothing can follow it
+                self.transport.close()
+                return
+            self.transport.write(raw_error(exc))
+        # else: the route has answered already (before reading the body); that answer is
+        # kept safe by the lingering close, like ours.
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after a refusal without losing it: the client may still be sending (the body
+        we refused), and closing with its bytes unread sends a reset, on which the client's
+        system drops the answer it has not read yet. So: the answer, then our half of the
+        close (FIN), then whatever still comes is dropped until the client closes too, or
+        for REFUSED_LINGER_S at most (nginx's lingering close)."""
+        self._lingering = True
+        self.flow.resume_reading()  # drained, not left to fill the socket's buffer
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.loop.call_later(REFUSED_LINGER_S, self.transport.close)
 
 
 def uvicorn_options(settings: Settings, port: int) -> dict[str, Any]:

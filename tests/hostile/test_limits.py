@@ -5,6 +5,7 @@ past a limit is buffered. A slow client (slowloris) is cut off at the read deadl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -285,5 +286,26 @@ async def test_a_prompt_client_is_never_cut(stack_settings: Settings) -> None:
                 assert_json_error(answer, 404, "not_found")
                 assert not answer.closed
                 await asyncio.sleep(0.2)
+        finally:
+            writer.close()
+
+
+async def test_a_refusal_is_read_whole_although_the_client_kept_sending(
+    platform: Platform,
+) -> None:
+    """The server stops reading a body it refused; closing at once, with the client's bytes
+    still unread, would reset the connection, and a reset makes the client's system drop the
+    answer it had not read yet. The server half-closes and lingers instead."""
+    for address, path in ((platform.gate, "/products"), (platform.shop, "/admin/products")):
+        reader, writer = await asyncio.open_connection(*address)
+        try:
+            head = f"POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            chunk = b"x" * (1024 * 1024)
+            writer.write(head.encode() + b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            await asyncio.sleep(0.5)  # the refusal and any reset arrive before we read
+            answer = await read_answer(reader)
+            assert answer.status in (405, 413), answer.body
         finally:
             writer.close()
