@@ -157,6 +157,10 @@ def options(args: argparse.Namespace) -> Options:
     # Arrivals, the sale itself, a few of the slowest polls (a third of abandon_s), slack.
     selling = stock * args.interval / args.batch_size
     duration = opens_in + spawn_s + 3 * selling + args.abandon_s + 60
+    if steady:
+        # The sale goes on while visitors arrive: only what admission still owes the last
+        # arrivals comes after them (a line that outgrew the admission rate).
+        duration = spawn_s + max(0.0, selling - spawn_s) + args.abandon_s + 60
     if not steady and args.duration is not None:
         duration = args.duration
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
