@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from infra.constants import MAX_BODY_BYTES
+from infra.constants import MAX_BODY_BYTES, MAX_TARGET_BYTES, REQUEST_READ_TIMEOUT_S
 
 OPENAPI_VERSION = "3.1.0"
 OPENAPI_PATH = "/openapi.json"
@@ -136,10 +136,16 @@ def unavailable(*codes: str, retry_after: bool = True) -> dict[str, Any]:
     )
 
 
-# What any request may get before a route runs (infra.web.middleware): declared bodies over
+# What any request may get before a route runs, from the server (infra.web.serve) or the
+# middleware (infra.web.middleware): not HTTP, too slow, a target over 8 KiB, a body over
 # 16 KiB, headers over 8 KiB. Every operation carries them.
 LIMITS: dict[str, Any] = {
+    "400": error("The request is not valid HTTP.", "bad_request"),
+    "408": error(
+        f"The request did not arrive within {REQUEST_READ_TIMEOUT_S:g} s.", "request_timeout"
+    ),
     "413": error(f"The request body is over {MAX_BODY_BYTES} bytes.", "payload_too_large"),
+    "414": error(f"The request target is over {MAX_TARGET_BYTES} bytes.", "uri_too_long"),
     "431": error("The request headers are over 8 KiB.", "headers_too_large"),
 }
 NOT_FOUND = error("No such resource (a malformed id is as unknown as a missing one).", "not_found")
@@ -181,7 +187,7 @@ def operation(
     security: list[dict[str, list[str]]] | None = None,
     description: str = "",
 ) -> dict[str, Any]:
-    """One operation; the limits' 413 and 431 are added to its responses."""
+    """One operation; the limits' refusals (LIMITS) are added to its responses."""
     op: dict[str, Any] = {
         "operationId": operation_id,
         "summary": summary,
