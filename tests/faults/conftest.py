@@ -3,6 +3,7 @@
 Its Valkey, PostgreSQL and tansu are not the session's: a test here kills them. Each test
 makes its own sale (a unique product id), so what one fault leaves behind is not the next
 test's business, except that every process must be healthy again, which each test checks.
+With FAULTS_KEEP=1 the data directory (and every process's log under logs/) is kept.
 """
 
 from __future__ import annotations

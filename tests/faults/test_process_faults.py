@@ -9,6 +9,7 @@ import re
 import time
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,6 +19,8 @@ from infra.sale.keys import SaleKeys
 from tests.faults.platform import FaultPlatform
 from tests.faults.storm import Storm, check_invariants, create_sale, summary
 from tests.support import iso_in
+
+pytestmark = pytest.mark.slow
 
 
 def report(fault: str, **figures: float | int | str) -> None:
@@ -36,6 +39,18 @@ async def _stored(engine: AsyncEngine, order_ids: list[str]) -> int:
         return int(result.scalar_one())
 
 
+async def _inserts_waiting(engine: AsyncEngine) -> int:
+    # A connection of its own: pg_stat_activity is a snapshot for the rest of a transaction.
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'INSERT INTO orders%'"
+            )
+        )
+        return int(result.scalar_one())
+
+
 async def test_the_order_worker_killed_mid_batch(
     platform: FaultPlatform, engine: AsyncEngine, valkey: Redis, http: httpx.AsyncClient
 ) -> None:
@@ -43,21 +58,21 @@ async def test_the_order_worker_killed_mid_batch(
     keys = SaleKeys(pid)
     storm = Storm(platform, pid, 36)
     storm.start()
-    # Mid-batch: orders have been stored (the worker is consuming) and others are still
-    # pending (fetched or about to be, not committed). Batches are 5 orders (platform.py).
-    in_flight = 0
-
-    async def mid_stream() -> bool:
-        nonlocal in_flight
-        in_flight = await valkey.zcard(keys.pending)
-        return in_flight > 0 and await _stored(engine, storm.accepted) > 0
-
-    deadline = time.monotonic() + 30
-    while not await mid_stream():
-        assert time.monotonic() < deadline, "no order ever in flight"
-        await asyncio.sleep(0.005)
+    await storm.until("orders flowing", lambda: len(storm.accepted) >= 2)
     worker = platform["worker"]
-    killed = worker.kill9()
+    async with engine.connect() as blocker:
+        # Mid-batch, for certain: a SHARE lock on orders lets reads by but holds the
+        # worker's INSERT, so the worker is inside a batch (fetched, its transaction open,
+        # its offsets not committed) when it dies.
+        await blocker.execute(text("LOCK TABLE orders IN SHARE MODE"))
+        deadline = time.monotonic() + 30
+        while not await _inserts_waiting(engine):
+            assert time.monotonic() < deadline, "the worker never began a batch"
+            await asyncio.sleep(0.01)
+        in_flight = await valkey.zcard(keys.pending)
+        assert in_flight > 0
+        killed = worker.kill9()
+        await blocker.rollback()  # its backend now finds its client gone: no commit
     t0 = time.monotonic()
     at_kill = list(storm.accepted)
     up = await worker.wait_up(not_pid=killed)

@@ -8,6 +8,7 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -18,6 +19,8 @@ from infra.sale.keys import SaleKeys
 from tests.faults.platform import FaultPlatform
 from tests.faults.storm import Storm, check_invariants, create_sale, summary
 from tests.faults.test_process_faults import report
+
+pytestmark = pytest.mark.slow
 
 POSTGRES_DOWN_S = 10.0
 
