@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from infra.redis import create_redis
+from infra.settings import Settings
 from infra.stack.cluster import EmbeddedCluster
 from tests.conftest import _InfraLoop, _server_data_dir
 
@@ -38,3 +39,35 @@ async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
         yield client
     finally:
         await client.aclose()
+
+
+# The waiting-room, scheduler and order tests run here once more, on the cluster: each
+# test_on_cluster_*.py module imports one of their modules (and its fixtures), and these
+# overrides give them the cluster wherever they ask for Redis.
+
+
+@pytest.fixture(scope="session")
+def redis_url(cluster_url: str) -> str:
+    return cluster_url
+
+
+@pytest.fixture
+async def redis(cluster_url: str) -> AsyncIterator[RedisCluster]:
+    client = create_redis(cluster_url)
+    assert isinstance(client, RedisCluster)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(cluster_url: str, migrated_database_url: str, kafka_bootstrap: str) -> Settings:
+    # Session fixtures are cached once per session: the root one holds the single Valkey.
+    return Settings.from_env(
+        {},
+        dev=True,
+        redis_url=cluster_url,
+        database_url=migrated_database_url,
+        kafka_bootstrap=kafka_bootstrap,
+    )

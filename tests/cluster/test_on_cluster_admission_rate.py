@@ -1,0 +1,5 @@
+"""tests.scheduler.test_admission_rate, run on the Redis Cluster (see conftest.py)."""
+
+from tests.scheduler.conftest import *  # noqa: F403 (its fixtures, for the imported tests)
+from tests.scheduler.conftest import _only_this_tests_sales  # noqa: F401 (* skips _names)
+from tests.scheduler.test_admission_rate import *  # noqa: F403
