@@ -155,6 +155,22 @@ async def test_bytes_that_are_not_http_get_a_json_400(platform: Platform) -> Non
         b"GET /products HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n",
         b"GET /products HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         b"POST /products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        # smuggling: a length and a chunked body, an encoding that is not chunked, lengths
+        # that are not one number
+        b"POST /products HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        b"POST /products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        b"POST /products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
+        b"POST /products HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /products HTTP/1.1\r\nHost: x\r\nContent-Length: 1,1\r\n\r\nx",
+        b"POST /products HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\nx",
+        b"POST /products HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        b"GET /products HTTP/1.1\nHost: x\n\n",  # bare LF line ends
+        b"GET /products?\xff=\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"CONNECT evil:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"BREW /products HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     ]
     for name, address, _ in _apps(platform):
         for request in garbage:
@@ -183,6 +199,14 @@ async def test_cr_lf_or_nul_in_a_header_is_refused_and_never_forwarded(
         answer = await exchange(gate, request)
     assert_json_error(answer, 400, "bad_request")
     assert echo.seen == []
+
+
+async def test_a_trailing_slash_is_404_not_a_redirect_to_the_clients_host(
+    platform: Platform,
+) -> None:
+    answer = await exchange(platform.gate, get("/products/", "Host: evil.example"))
+    assert_json_error(answer, 404, "not_found")
+    assert "location" not in answer.headers
 
 
 async def test_an_unusable_request_id_is_replaced_not_echoed(platform: Platform) -> None:
