@@ -333,3 +333,42 @@ async def test_a_refusal_is_read_whole_although_the_client_kept_sending(
             assert answer.status in (405, 413), answer.body
         finally:
             writer.close()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        b"Bearer",
+        b"Bearer ",
+        b"Bearer \xff\xfe\xfd",
+        b"Bearer a.b.c",
+        b"Bearer ....",
+        b"Bearer " + b"A" * 6000,
+        b"Basic dXNlcjpwYXNz",
+        b"bearer\tx",
+        b"Bearer eyJ2IjoidiJ9.\xc3\xa9.sig",
+    ],
+)
+async def test_a_garbage_credential_is_401(
+    platform: Platform, product_id: str, authorization: bytes
+) -> None:
+    auth = b"Authorization: " + authorization
+    for address, path, codes in (
+        (platform.queue, f"/queue/{product_id}/status", ("ticket_missing", "ticket_invalid")),
+        (platform.gate, f"/products/{product_id}/orders", ("token_missing", "token_invalid")),
+    ):
+        request = get(path).replace(b"\r\n\r\n", b"\r\n" + auth + b"\r\n\r\n", 1)
+        answer = await exchange(address, request)
+        assert answer.status == 401, (path, authorization[:20], answer.body)
+        assert answer.json()["error"] in codes, answer.body
+
+
+async def test_header_bytes_that_are_not_utf8_cross_the_gate_unchanged(
+    echo: Echo, stack_settings: Settings
+) -> None:
+    settings = stack_settings.replace(shop_upstream_url=echo.url)
+    async with production_server(create_gate(settings), settings) as gate:
+        request = b"GET /products HTTP/1.1\r\nHost: x\r\nX-Note: caf\xe9 \xff\xfe\r\n\r\n"
+        answer = await exchange(gate, request)
+    assert answer.status == 299  # the echo's own status: the request went through
+    assert echo.header(0, "x-note") == ["caf\xe9 \xff\xfe"]  # latin-1: byte for byte
