@@ -219,7 +219,8 @@ async def storm(opts: Options) -> int:
     for name, g in growth(rss).items():
         print(
             f"rss {name}: first {g['first_kb'] / 1024:.1f} MB, last {g['last_kb'] / 1024:.1f} MB, "
-            f"last ÷ first {g['last_vs_first']:.3f} ({g['samples']} samples)"
+            f"last ÷ first {g['last_vs_first']:.3f}, last ÷ after 1 min "
+            f"{g['last_vs_warm']:.3f} ({g['samples']} samples)"
         )
     broken = [c for c in checks if not c.ok]
     print(f"report: {report}")

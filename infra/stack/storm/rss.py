@@ -112,16 +112,25 @@ def by_process(samples: Iterable[RssSample]) -> dict[str, list[RssSample]]:
     return series
 
 
+WARM_S = 60.0  # a process's first minute fills its caches and pools: growth is judged after
+
+
 def growth(samples: Iterable[RssSample]) -> dict[str, dict[str, float | int]]:
-    """Per process: first, last and highest RSS (kB), last ÷ first, and the sample count."""
+    """Per process: first, last and highest RSS (kB), last ÷ first, the sample count, and
+    the same after the first minute (``warm_kb``, ``last_vs_warm``: the first sample at or
+    past WARM_S, or the first of all when the storm was shorter). A process that leaks keeps
+    growing after its warm-up; one that only filled its pools does not."""
     result: dict[str, dict[str, float | int]] = {}
     for name, series in by_process(samples).items():
         first, last = series[0].rss_kb, series[-1].rss_kb
+        warm = next((s.rss_kb for s in series if s.t >= WARM_S), first)
         result[name] = {
             "first_kb": first,
             "last_kb": last,
             "max_kb": max(s.rss_kb for s in series),
             "last_vs_first": round(last / first, 3) if first else 0.0,
+            "warm_kb": warm,
+            "last_vs_warm": round(last / warm, 3) if warm else 0.0,
             "samples": len(series),
         }
     return result

@@ -75,6 +75,12 @@ async def test_rss_of_a_real_process_tree(tmp_path: Path) -> None:
         grown = growth(samples + again)
         assert set(grown) == set(names)
         assert all(g["samples"] == 2 and g["last_vs_first"] > 0 for g in grown.values())
+        # Shorter than the warm-up: growth after it is judged from the first sample...
+        assert all(g["warm_kb"] == g["first_kb"] for g in grown.values())
+        # ... and from the first sample past a minute once there is one.
+        late = sample_tree(root.pid, 61.0)
+        warmed = growth(samples + again + late + sample_tree(root.pid, 90.0))
+        assert warmed["sleep"]["warm_kb"] == next(s.rss_kb for s in late if s.process == "sleep")
 
         lines = write_rss(tmp_path, samples + again)
         assert "| sleep |" in "\n".join(lines)
