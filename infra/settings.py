@@ -395,12 +395,6 @@ class Settings:
         for name, problem in problems:
             if problem is not None:
                 raise _refuse(name, problem)
-        for i, name in enumerate(_PORT_FIELDS):
-            port = getattr(self, name)
-            for other in _PORT_FIELDS[i + 1 :]:
-                if getattr(self, other) == port:
-                    problem = f"{port} is also {setting_name(other)}; each process needs its own"
-                    raise _refuse(name, problem)
         if self.dev:
             return
         if not self.secret_keys or DEV_SECRET_KEY in self.secret_keys:
@@ -422,6 +416,17 @@ class Settings:
                 "FLASHSALE_ADMIN_KEY is unset, the dev default, or shorter than "
                 f"{MIN_SECRET_CHARS} characters; set a random one or run with --dev"
             )
+
+    def validate_one_host(self) -> None:
+        """What `flashsale up` also needs, running every process on this machine: a port of
+        its own for each. (Not in validate: in a container per process, only its own port is
+        set, and another process's default may well be the same number.)"""
+        for i, name in enumerate(_PORT_FIELDS):
+            port = getattr(self, name)
+            for other in _PORT_FIELDS[i + 1 :]:
+                if getattr(self, other) == port:
+                    problem = f"{port} is also {setting_name(other)}; each process needs its own"
+                    raise _refuse(name, problem)
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -191,6 +191,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Sett
     # Every value is checked here, once, before anything starts (Settings.validate): a bad one
     # is one line and exit code 2, not a traceback from each child and a minute of restarts.
     settings = Settings.from_env(env, **overrides)
+    settings.validate_one_host()
     return settings.replace(data_dir=settings.data_dir.resolve())
 
 
