@@ -214,12 +214,12 @@ async def test_a_queue_server_restart_keeps_every_place(
     platform: FaultPlatform, engine: AsyncEngine, valkey: Redis, http: httpx.AsyncClient
 ) -> None:
     # A slow line, joined before the start: most tabs are still waiting when the queue
-    # server dies.
+    # server dies, and the sale is not sold out before it is back (a re-join is 409 then).
     pid = await create_sale(
-        http, platform.shop, stock=12, batch_size=2, interval_s=0.5, sale_start=iso_in(1.0)
+        http, platform.shop, stock=24, batch_size=2, interval_s=0.5, sale_start=iso_in(1.0)
     )
     keys = SaleKeys(pid)
-    storm = Storm(platform, pid, 30)
+    storm = Storm(platform, pid, 36)
     storm.start()
     await storm.until(
         "a long line, moving",
