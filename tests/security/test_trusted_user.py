@@ -118,7 +118,8 @@ async def test_the_user_header_from_an_untrusted_peer_is_not_believed(
     platform: Platform, redis: Redis
 ) -> None:
     """Only the trusted upstream may name the user: anyone else who sends the header would
-    take the user's place and, once admitted, be handed the user's access token."""
+    take the user's place and, once admitted, be handed the user's access token, or give
+    the place up."""
     keys = await open_sale(redis, stock=5)
     pid = keys.product_id
     user = f"carol-{uuid.uuid4().hex[:8]}"
@@ -135,3 +136,11 @@ async def test_the_user_header_from_an_untrusted_peer_is_not_believed(
             f"{platform.queue_url}/queue/{pid}/join", headers={USER_HEADER: user}
         )
         assert joined.json().get("access_token") != mine.json()["access_token"]
+        # Nor may it give the user's place up.
+        left = await attacker.delete(
+            f"{platform.queue_url}/queue/{pid}/ticket", headers={USER_HEADER: user}
+        )
+        assert_error(left, 401, "ticket_missing")
+    async with cookieless() as upstream:
+        again = await _join(upstream, platform, pid, **{USER_HEADER: user})
+    assert again.status_code == 200 and again.json()["access_token"] == mine.json()["access_token"]
