@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from infra.constants import HEADER_GATE_SECRET, HEADER_PRODUCT_ID, HEADER_VISITOR_ID
 from infra.sale.keys import InvalidProductId, is_product_id, sale_keys
 from infra.settings import Settings
 from tests.hostile.conftest import (
@@ -63,7 +64,10 @@ QUEUE_ROUTES = [
     ("GET", "/queue/{}"),
     ("GET", "/wait/{}"),
 ]
-ADMIN_ROUTES = [
+SHOP_ROUTES = [  # asked with the admin key and the gate's secret: the id alone is wrong
+    ("GET", "/products/{}"),
+    ("POST", "/products/{}/orders"),
+    ("GET", "/products/{}/orders/o_0123456789abcdef01234567"),
     ("GET", "/admin/products/{}"),
     ("POST", "/admin/sales/{}/pause"),
     ("POST", "/admin/sales/{}/resume"),
@@ -80,14 +84,17 @@ def _request(method: str, path: str, *headers: str) -> bytes:
 @pytest.mark.parametrize("bad", BAD_IDS)
 async def test_every_route_of_every_app_refuses_a_bad_id(platform: Platform, bad: str) -> None:
     admin = f"Authorization: Bearer {platform.settings.admin_key}"
+    gate_secret = f"{HEADER_GATE_SECRET}: {platform.settings.gate_secrets()[0]}"
+    identity = (f"{HEADER_VISITOR_ID}: v-1", f"{HEADER_PRODUCT_ID}: {bad}")
     cases = [
         *((platform.gate, m, p) for m, p in GATE_ROUTES),
         *((platform.queue, m, p) for m, p in QUEUE_ROUTES),
-        *((platform.shop, m, p) for m, p in ADMIN_ROUTES),
+        *((platform.shop, m, p) for m, p in SHOP_ROUTES),
     ]
     for address, method, template in cases:
         path = template.format(bad)
-        answer = await exchange(address, _request(method, path, admin))
+        headers = (admin, gate_secret, *identity) if address == platform.shop else (admin,)
+        answer = await exchange(address, _request(method, path, *headers))
         assert answer.status == 404, (method, path, answer.status, answer.body)
         assert_json_error(answer, 404, "not_found")
 
