@@ -17,17 +17,25 @@ from tests.conftest import _InfraLoop, _server_data_dir
 
 
 @pytest.fixture(scope="session")
-def cluster_url(_infra_loop: _InfraLoop) -> Iterator[str]:
-    if url := os.environ.get("FLASHSALE_REDIS_CLUSTER_URL"):
-        yield url
+def embedded_cluster(_infra_loop: _InfraLoop) -> Iterator[EmbeddedCluster | None]:
+    """The session's own cluster, or None where FLASHSALE_REDIS_CLUSTER_URL names one."""
+    if os.environ.get("FLASHSALE_REDIS_CLUSTER_URL"):
+        yield None
         return
     with _server_data_dir("cluster") as data_dir:
         cluster = EmbeddedCluster(data_dir)
         _infra_loop.run(cluster.start())
         try:
-            yield cluster.url
+            yield cluster
         finally:
             _infra_loop.run(cluster.stop())
+
+
+@pytest.fixture(scope="session")
+def cluster_url(embedded_cluster: EmbeddedCluster | None) -> str:
+    if embedded_cluster is None:
+        return os.environ["FLASHSALE_REDIS_CLUSTER_URL"]
+    return embedded_cluster.url
 
 
 @pytest.fixture
