@@ -92,6 +92,15 @@ class Proc:
         os.kill(pid, signal.SIGKILL)
         return pid
 
+    def pause(self) -> None:
+        """SIGSTOP: the process is there but does nothing (a worker that lags far behind)."""
+        assert self.pid is not None
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.pid is not None
+        os.kill(self.pid, signal.SIGCONT)
+
     @property
     def up(self) -> bool:
         return self.supervisor is not None and self.pid is not None and self.child.ready

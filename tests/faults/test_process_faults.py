@@ -129,7 +129,7 @@ async def test_the_shop_down_the_gate_answers_503_and_the_circuit_closes_again(
     quick = time.monotonic()
     refused = await http.get(product)
     assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
-    assert time.monotonic() - quick < 0.5, "an open breaker answers at once"
+    assert time.monotonic() - quick < 1.0, "an open breaker answers at once"
     await asyncio.sleep(1.0)  # the storm keeps knocking meanwhile
     await shop.start()
     back = time.monotonic()
