@@ -32,8 +32,12 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # Then the package itself: a regular (not editable) install, so the runtime stage needs no
 # source tree.
 COPY . .
+# The check runs from / so that it imports the installed package, not the source tree, and
+# finds the files that are not Python (migrations, Lua scripts) where the processes look.
 RUN pip install --no-deps . \
-    && python -c "import infra.stack.cli, queue_server.app, token_gate.app, shop.app, shop.worker, scheduler.app"
+    && cd / \
+    && python -c "import infra.stack.cli, queue_server.app, token_gate.app, shop.app, shop.worker, scheduler.app" \
+    && python -c "from importlib.resources import files as f; assert (f('shop') / 'migrations' / 'env.py').is_file(); assert (f('infra.sale') / 'lua' / 'admit.lua').is_file()"
 
 # --- runtime: the virtualenv on a slim Python, run by an unprivileged user ---------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
