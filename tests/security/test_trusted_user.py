@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 import pytest
@@ -127,7 +128,8 @@ async def test_the_user_header_from_an_untrusted_peer_is_not_believed(
         mine = await _join(upstream, platform, pid, **{USER_HEADER: user})
     assert mine.status_code == 201 and mine.json()["state"] == "admitted"
     transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")  # not a trusted proxy
-    async with httpx.AsyncClient(transport=transport, timeout=30.0) as attacker:
+    jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))  # no ticket of its own
+    async with httpx.AsyncClient(transport=transport, timeout=30.0, cookies=jar) as attacker:
         stolen = await attacker.get(
             f"{platform.queue_url}/queue/{pid}/status", headers={USER_HEADER: user}
         )
