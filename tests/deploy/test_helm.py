@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -373,7 +372,7 @@ def test_values_ports_are_distinct() -> None:
     assert len(set(ports)) == len(ports)
 
 
-def test_structural_checks_can_fail(tmp_path: Path) -> None:
+def test_structural_checks_can_fail() -> None:
     bad = '{{ .Values.secrets.nope }} {{ include "flashsale.nowhere" . }} FLASHSALE_SHOP_ULR'
     assert VALUES_RE.findall(bad) == [".secrets.nope"]
     assert not _lookup(VALUES, ["secrets", "nope"])
