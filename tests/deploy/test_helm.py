@@ -378,3 +378,27 @@ def test_structural_checks_can_fail() -> None:
     assert not _lookup(VALUES, ["secrets", "nope"])
     assert INCLUDE_RE.findall(bad) == ["flashsale.nowhere"]
     assert unknown_flashsale_vars(bad) == {"FLASHSALE_SHOP_ULR"}
+
+
+def test_chart_lints(render: Any) -> None:
+    """`helm lint --strict`: what Helm itself warns about (deprecated APIs, bad YAML, ...)."""
+    helm = shutil.which("helm")
+    if helm:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump(TEST_VALUES, f)
+            f.flush()
+            done = subprocess.run(
+                [helm, "lint", "--strict", str(CHART_DIR), "-f", f.name],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return
+    import helm_python
+
+    report = helm_python.lint(str(CHART_DIR), TEST_VALUES, strict=True)
+    # Severity 2 is a warning, 3 an error; 1 (info) is the advice to add an icon.
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    assert report["errors"] == []
