@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
@@ -53,6 +55,13 @@ def _split(replies: list[httpx.Response]) -> tuple[int, list[httpx.Response]]:
     return accepted, limited
 
 
+def _assert_allowance(accepted: int, started: float) -> None:
+    """The burst, plus what the bucket refilled while the flood was being served (a slow,
+    shared machine serves it slower), and not one join more."""
+    refilled = math.ceil((time.monotonic() - started) * RATE)
+    assert BURST <= accepted <= BURST + refilled, (accepted, refilled)
+
+
 def _assert_limited(limited: list[httpx.Response]) -> None:
     assert limited
     for reply in limited:
@@ -70,12 +79,12 @@ async def test_a_flood_from_one_address_is_limited_and_another_address_is_not(
         # 60 at once from one address, with a new forged X-Forwarded-For on each (no proxy
         # is trusted, so none is believed), while another address joins at the same time.
         spoofed = [f"198.51.100.{i}" for i in range(1, 61)]
+        started = time.monotonic()
         flood_replies, other_replies = await asyncio.gather(
             _joins(flood, url, 60, spoofed), _joins(other, url, BURST)
         )
         accepted, limited = _split(flood_replies)
-        # The bucket holds the burst, plus what refills while the requests are served.
-        assert BURST <= accepted <= BURST + 2 * RATE, accepted
+        _assert_allowance(accepted, started)
         _assert_limited(limited)
         assert [r.status_code for r in other_replies] == [201] * BURST
         # A rate, not a ban: after Retry-After the flooding address may join again.
@@ -98,15 +107,17 @@ async def test_behind_a_trusted_proxy_each_forwarded_address_has_its_own_limit(
         # One client behind the proxy floods, prepending a fresh fake hop to every request;
         # the proxy appends the address it saw, and that right-most one is what counts.
         fakes = [f"203.0.113.{i}, 198.51.100.1" for i in range(1, 41)]
+        started = time.monotonic()
         flood, neighbour = await asyncio.gather(
             _joins(proxy, url, 40, fakes), _joins(proxy, url, BURST, ["198.51.100.2"])
         )
         accepted, limited = _split(flood)
-        assert BURST <= accepted <= BURST + 2 * RATE, accepted
+        _assert_allowance(accepted, started)
         _assert_limited(limited)
         assert [r.status_code for r in neighbour] == [201] * BURST
         # A peer that is not the proxy cannot claim to be a fresh address behind it.
+        started = time.monotonic()
         rogue_replies = await _joins(rogue, url, 30, [f"192.0.2.{i}" for i in range(1, 31)])
         rogue_accepted, rogue_limited = _split(rogue_replies)
-        assert BURST <= rogue_accepted <= BURST + 2 * RATE, rogue_accepted
+        _assert_allowance(rogue_accepted, started)
         _assert_limited(rogue_limited)
