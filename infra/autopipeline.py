@@ -50,7 +50,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 MAX_BATCH = 256
 DEFAULT_TIMEOUT_S = 5.0  # for a whole batch, when the client sets no socket timeout
 
-_Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
+# A call: its command, its caller's future, and whether its writes must reach a replica
+# before the caller hears the reply (``durable``).
+_Call = tuple[tuple[Any, ...], "asyncio.Future[Any]", bool]
+# How long a durable call waits for a replica's acknowledgement (WAIT), ms.
+WAIT_MS = 200
 
 
 def _own_copy(exc: BaseException) -> BaseException:
@@ -116,12 +120,19 @@ class AutoPipeline:
         self._conn_timeout: float | None = None
         self.batches = 0  # pipelines sent: the tests and the benchmark read them
         self.calls = 0  # commands sent in them
+        self.unreplicated = 0  # durable parts no replica acknowledged within WAIT_MS
 
-    def execute(self, *args: Any) -> asyncio.Future[Any]:
-        """Queue one command (``"FCALL", name, 2, k1, k2, a1``); await the result."""
+    def execute(self, *args: Any, durable: bool = False) -> asyncio.Future[Any]:
+        """Queue one command (``"FCALL", name, 2, k1, k2, a1``); await the result.
+
+        ``durable``: on a Redis Cluster, the reply is handed over only after a replica has
+        acknowledged the command's writes (``WAIT 1``, up to ``WAIT_MS``), so that a master
+        that crashes right after confirming cannot take them along: replication is
+        asynchronous, and its replica would take over without them. Without replicas (a
+        single Redis) the flag changes nothing."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((args, future))
+        self._queue.append((args, future, durable))
         if self._flusher is None:
             # Runs on the next loop iteration: everything queued until then goes in one batch.
             self._flusher = loop.create_task(self._flush_all(), name="redis-autopipeline")
@@ -151,24 +162,24 @@ class AutoPipeline:
             self._flusher = None
 
     async def _send(self, batch: list[_Call]) -> None:
-        commands = [args for args, _ in batch]
+        commands = [args for args, _, _ in batch]
         self.batches += 1
         self.calls += len(batch)
         try:
             if isinstance(self._redis, RedisCluster):
-                replies = await self._cluster(commands)
+                replies = await self._cluster(commands, [durable for _, _, durable in batch])
             else:
                 replies = await self._one_connection(commands)
         except Exception as exc:  # the whole pipeline failed: connection lost, timeout
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(_own_copy(exc))
             return
         except BaseException:  # cancelled in flight: the callers cannot get their replies
-            for _, future in batch:
+            for _, future, _ in batch:
                 future.cancel()
             raise
-        for (_, future), reply in zip(batch, replies, strict=True):
+        for (_, future, _), reply in zip(batch, replies, strict=True):
             if future.done():  # its caller was cancelled while the batch was in flight
                 continue
             if isinstance(reply, Exception):
@@ -198,7 +209,7 @@ class AutoPipeline:
             assert isinstance(self._redis, Redis)
             await self._redis.connection_pool.release(conn)
 
-    async def _cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _cluster(self, commands: list[tuple[Any, ...]], durable: list[bool]) -> list[Any]:
         """The batch split by the node that serves each command's slot, every part sent as
         one pipeline on a connection of that node, the parts at once. A sale's keys share
         one hash tag, so each call goes to one node whole.
@@ -221,7 +232,10 @@ class AutoPipeline:
                 node = _node_for(cluster, commands[i])
                 by_node.setdefault(node.name, (node, []))[1].append(i)
             parts = [
-                (idxs, self._on_node(node, [commands[i] for i in idxs]))
+                (
+                    idxs,
+                    self._on_node(node, [commands[i] for i in idxs], any(durable[i] for i in idxs)),
+                )
                 for node, idxs in by_node.values()
             ]
             results = await asyncio.gather(*(part for _, part in parts), return_exceptions=True)
@@ -243,18 +257,30 @@ class AutoPipeline:
                 break
         return replies
 
-    async def _on_node(self, node: ClusterNode, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _on_node(
+        self, node: ClusterNode, commands: list[tuple[Any, ...]], durable: bool
+    ) -> list[Any]:
+        # WAIT covers every write this connection sent before it: one per part is enough,
+        # after the part's last command. A part that waited in vain (no replica answered in
+        # WAIT_MS: it is down or far behind) still hands its replies over: refusing would
+        # stop every sale of the shard until the replica is back.
+        if durable:
+            commands = [*commands, ("WAIT", 1, WAIT_MS)]
         conn = node.acquire_connection()
         try:
             # redis-py arms a timer per call on a connection with a socket timeout; one
             # covers the whole part here, as on a single Redis.
             saved, conn.socket_timeout = conn.socket_timeout, None
             try:
-                return await _exchange(conn, commands, self.timeout_s)
+                replies = await _exchange(conn, commands, self.timeout_s)
             finally:
                 conn.socket_timeout = saved
         finally:
             node.release(conn)
+        if durable:
+            acked = replies.pop()
+            self.unreplicated += 0 if isinstance(acked, int) and acked >= 1 else 1
+        return replies
 
 
 def _node_for(cluster: RedisCluster, args: tuple[Any, ...]) -> ClusterNode:

@@ -22,11 +22,15 @@ class Reservations:
     async def reserve(
         self, keys: SaleKeys, visitor_id: str, quantity: int, order_id: str, idem: str
     ) -> list[Any]:
+        # Durable: once the shop has this reply it publishes the order, so on a Redis Cluster
+        # the reservation must be on a replica first, or a master that crashed right after
+        # would leave an order whose unit its successor never took (and would sell again).
         return await self.scripts.run(
             "order",
             keys,
             keys.order_keys(),
             [visitor_id, quantity, order_id, idem, keys.product_id],
+            durable=True,
         )
 
     async def record(self, keys: SaleKeys, order_id: str) -> dict[str, Any] | None:

@@ -94,10 +94,12 @@ class SaleScripts:
         self._names = {name: function_name(name) for name in SCRIPT_NAMES}
         self.pipeline = pipeline if pipeline is not None else AutoPipeline(redis)
 
-    async def _fcall(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    async def _fcall(
+        self, name: str, keys: list[str], args: list[Any], durable: bool = False
+    ) -> Any:
         command = ("FCALL", self._names[name], len(keys), *keys, *args)
         try:
-            return await self.pipeline.execute(*command)
+            return await self.pipeline.execute(*command, durable=durable)
         except ResponseError as exc:
             if not _missing_function(exc):
                 raise
@@ -105,12 +107,18 @@ class SaleScripts:
             # after whatever was queued meanwhile; every rule reads the state it acts on, so a
             # late call decides on what it finds.
             await load_library(self._redis)
-            return await self.pipeline.execute(*command)
+            return await self.pipeline.execute(*command, durable=durable)
 
     async def run(
-        self, name: str, keys: SaleKeys, extra_keys: list[str] | None = None, args: list[Any] = ()
+        self,
+        name: str,
+        keys: SaleKeys,
+        extra_keys: list[str] | None = None,
+        args: list[Any] = (),
+        durable: bool = False,
     ) -> Any:
-        return await self._fcall(name, [*keys.base, *(extra_keys or ())], list(args))
+        """One rule for one sale. ``durable``: see :meth:`AutoPipeline.execute`."""
+        return await self._fcall(name, [*keys.base, *(extra_keys or ())], list(args), durable)
 
     async def join(
         self,

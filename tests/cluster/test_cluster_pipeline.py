@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import defaultdict
+from urllib.parse import urlsplit
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
@@ -70,3 +72,39 @@ async def test_the_sale_functions_run_on_every_shard(cluster: RedisCluster) -> N
     # all masters the first time any of them says it has none).
     infos = await asyncio.gather(*(scripts.info(sale_keys(p)) for p in products))
     assert infos == [{}] * len(products)
+
+
+async def _replica_client(cluster: RedisCluster, cluster_url: str, key: str) -> Redis:
+    await cluster.initialize()
+    master = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
+    nodes = await cluster.cluster_nodes()
+    master_id = nodes[master.name]["node_id"]
+    address = next(
+        a for a, n in nodes.items() if n["master_id"] == master_id and "slave" in n["flags"]
+    )
+    host, port = address.rsplit(":", 1)
+    return Redis(
+        host=host, port=int(port), password=urlsplit(cluster_url).password, decode_responses=True
+    )
+
+
+async def test_a_durable_call_is_on_the_replica_when_its_caller_hears_of_it(
+    cluster: RedisCluster, cluster_url: str
+) -> None:
+    pipe = AutoPipeline(cluster)
+    keys = [sale_keys(p).stock + ":durable-test" for p in _product_ids(20)]
+    replicas = {k: await _replica_client(cluster, cluster_url, k) for k in keys}
+    try:
+        for client in replicas.values():
+            await client.execute_command("READONLY")
+        set_script = "return redis.call('SET', KEYS[1], ARGV[1])"
+        await asyncio.gather(
+            *(pipe.execute("EVAL", set_script, 1, k, "v", durable=True) for k in keys)
+        )
+        # Read at once from each key's replica: every write is already there.
+        assert [await replicas[k].get(k) for k in keys] == ["v"] * len(keys)
+        assert pipe.unreplicated == 0
+    finally:
+        for client in replicas.values():
+            await client.aclose()
+        await asyncio.gather(*(cluster.delete(k) for k in keys))
