@@ -201,9 +201,11 @@ class FaultPlatform:
         await asyncio.gather(*(p.start() for p in apps))
 
     async def stop(self) -> None:
-        # Apps first, then what they lean on.
-        for name in reversed(list(self.procs)):
-            await self.procs[name].stop()
+        # The apps together, then what they lean on (an app stopping finds its stores there).
+        infra = ("valkey", "postgres", "tansu")
+        apps = [p for n, p in self.procs.items() if n not in infra]
+        await asyncio.gather(*(p.stop() for p in apps))
+        await asyncio.gather(*(self.procs[n].stop() for n in infra if n in self.procs))
 
     def __getitem__(self, name: str) -> Proc:
         return self.procs[name]
