@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
+_VERSION_SUFFIX = re.compile(r"-v?\d+(\.\d+)+.*$")
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,9 @@ def process_name(pid: int, proc: Path = PROC) -> str:
         return argv[argv.index("-m") + 1]
     if argv:
         # PostgreSQL retitles its processes ("postgres: checkpointer"): keep the program only.
-        return os.path.basename(argv[0].split(":")[0].split()[0])
+        program = os.path.basename(argv[0].split(":")[0].split()[0])
+        # A versioned binary ("tansu-v0.6.0-510f3e2") keeps its series across upgrades.
+        return _VERSION_SUFFIX.sub("", program) or program
     return f"pid {pid}"
 
 

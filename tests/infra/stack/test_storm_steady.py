@@ -20,7 +20,7 @@ from infra.stack.storm.rss import growth, sample_tree
 
 REPO = Path(__file__).resolve().parents[3]
 PLATFORM = ("flashsale up", "queue_server", "token_gate", "shop", "scheduler", "shop.worker")
-EMBEDDED = ("valkey-server", "postgres")
+EMBEDDED = ("valkey-server", "postgres", "postgres children", "tansu")
 
 
 def _parse(*argv: str) -> argparse.Namespace:
