@@ -23,11 +23,16 @@ the simulation; it exits 1 when they disagree by more than ``--tolerance``.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import random
+import re
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -224,7 +229,7 @@ class _Line:
 
     def positions(self, idx: I64) -> I64:
         """Positions (1-based, ZRANK + 1) of visitors idx in their lines."""
-        cum = np.cumsum(self.in_line, dtype=np.int64)
+        cum = np.cumsum(self.in_line, dtype=np.int32)  # half the memory traffic of int64
         before = np.where(self.start > 0, cum[np.maximum(self.start - 1, 0)], 0)
         return cum[idx] - before[self.sale[idx]]
 
@@ -408,3 +413,242 @@ def _finish(res: Result, v: _Line) -> None:
     # over the visitors admitted.
     res.polls_per_admitted = res.polls_total / admitted if admitted else 0.0
     res.polls_max = int(v.polls.max(initial=0))
+
+
+# --- The model of docs/SCALING.md ----------------------------------------------------------------
+#
+# Closed forms where there are closed forms (the polling law of a line), and for the per-visitor
+# figures a fluid model: every line moves at exactly batch_size / interval_s, a visitor's wait
+# is its position over that rate, and its polls are the rule iterated on that wait. It knows
+# nothing of ticks, measured rates, sweeps or sorted sets, so the simulation is a check of it.
+
+MEASURED = {
+    # bench/results/2026-12-01T2012Z.json and README.md "## Performance" (the bench of commit
+    # 4f79a9c, one uvicorn worker each, wrk -t1 -c64 on the same 2-vCPU VM).
+    "status_rps": 12_072,  # GET /queue/p/status, 1,000,000 waiting
+    "join_rps": 9_132,
+    "gate_rps": 6_823,  # GET /products/{id} through the gate (the shop on the same VM)
+    "shop_rps": 11_448,  # the same GET, direct
+    "intake_ops": 6_709,  # orders/s accepted by one shop process
+    "drain_ops": 32_752,  # orders/s stored by one order worker
+    "bytes_per_waiting": 95.9,
+    "calls_per_join": 1.0,
+    "calls_per_status": 1.0,
+    "calls_per_admitted": 1.032,
+    # Valkey INFO commandstats usec_per_call (the brief of issue 10): a status, a join.
+    "valkey_status_us": 30.0,
+    "valkey_join_us": 40.0,
+}
+DERATE = 0.6  # plan a process or a shard at 60% of what it was measured to do (SCALING.md)
+
+
+def tail_polls(cap_s: float, points: int = 10_000) -> float:
+    """Polls a visitor makes once its wait has fallen below cap / share, where the interval
+    stops being the cap: it enters that stretch at a wait spread evenly over the last cap
+    below it (its capped poll before was a whole cap earlier), then each poll asks again
+    after share x wait, and the last ones a second apart, until the one that finds it
+    admitted."""
+    lo = POLL_MIN_MS / 1000
+    top = cap_s / POLL_WAIT_SHARE
+    w = top - cap_s * (np.arange(points) + 0.5) / points
+    polls = np.ones(points)  # the poll at the entry
+    while (w > 0).any():
+        asks = w > 0  # its turn has not come: it asks again, and that poll is counted
+        polls += asks
+        w = np.where(asks, w - np.clip(POLL_WAIT_SHARE * w, lo, cap_s), w)
+    return float(polls.mean())
+
+
+def line_status_rps(line: float, rate: float, cap_s: float) -> float:
+    """Status req/s of one line of `line` polling visitors, spread evenly over its waits and
+    moving at `rate`: those further than cap / share from their turn ask once per cap; the
+    others pass through the tail at `rate`, each asking tail_polls() times on the way."""
+    if rate <= 0 or line <= 0:
+        return 0.0
+    far = max(0.0, line - rate * cap_s / POLL_WAIT_SHARE)
+    near = rate * tail_polls(cap_s) * min(1.0, line / (rate * cap_s / POLL_WAIT_SHARE))
+    return far / cap_s + near
+
+
+def _fluid_polls(c: Config, m: int = 200_000) -> dict[str, float]:
+    """Polls of m visitors of one average sale, by the rule iterated on fluid waits."""
+    rng = np.random.default_rng(c.seed + 1)
+    r = c.batch_size / c.interval_s
+    cap_s = poll_cap_ms(c.abandon_s * 1000, c.pickup_s * 1000) / 1000
+    per_sale = c.visitors / c.sales
+    early = rng.random(m) < c.early_share
+    burst = rng.random(m) < c.burst_share
+    late_at = np.where(burst, c.burst_s * rng.random(m), c.arrival_s * rng.random(m))
+    arrive = np.where(early, -c.prequeue_s * rng.random(m), late_at)
+    quit_at = np.where(
+        rng.random(m) < c.abandon_share,
+        np.maximum(arrive, 0) + c.abandon_within_s * rng.random(m),
+        np.inf,
+    )
+    # Pre-queue polls: the cap (plus the mean of the spread) until the start's herd poll.
+    polls = np.zeros(m)
+    t = arrive.copy()
+    pre = early.copy()
+    while pre.any():
+        step = np.minimum(cap_s, np.maximum(POLL_MIN_MS / 1000, -t) + 0.5)
+        t = np.where(pre, t + step, t)
+        polls += pre
+        pre &= t < 0
+    # After the start: the early ones drawn evenly over the first places, the rest behind.
+    n_early = per_sale * c.early_share
+    late_rate = per_sale * (1 - c.early_share)
+    joined = np.where(
+        burst, late_rate * late_at / max(c.burst_s, 1e-9), late_rate * late_at / c.arrival_s
+    )
+    position = np.where(early, n_early * rng.random(m), n_early + joined - r * late_at)
+    admit_at = np.maximum(arrive, 0.0) + np.maximum(0.0, position) / r
+    w = admit_at - t
+    active = w > 0
+    last = t.copy()
+    while active.any():
+        d = np.clip(POLL_WAIT_SHARE * w, POLL_MIN_MS / 1000, cap_s)
+        nxt = t + d
+        quits = active & (nxt >= quit_at)
+        active &= ~quits
+        last = np.where(active, nxt, last)
+        t = np.where(active, nxt, t)
+        polls += active
+        w = np.where(active, w - d, w)
+        active &= w > 0
+    gave_up = quit_at < admit_at
+    removed = gave_up & (last + c.abandon_s < admit_at)  # swept before its turn came
+    admitted = m - gave_up.sum()
+    return {
+        "polls_per_admitted": float(polls.sum() / max(admitted, 1)),
+        "removed_share": float(removed.mean()),  # of every visitor, not of those who quit
+    }
+
+
+def model(c: Config) -> dict[str, float]:
+    """The figures docs/SCALING.md derives for configuration c."""
+    r = c.batch_size / c.interval_s
+    cap_s = poll_cap_ms(c.abandon_s * 1000, c.pickup_s * 1000) / 1000
+    per_sale = c.visitors / c.sales
+    late = c.visitors * (1 - c.early_share)
+    early = c.visitors * c.early_share
+    burst_joins = late * c.burst_share / c.burst_s + late * (1 - c.burst_share) / c.arrival_s
+    t_eq = c.burst_s + cap_s  # every burst joiner has had its first capped poll
+    live = 1 - c.abandon_share * min(1.0, t_eq / c.abandon_within_s)
+    line_eq = max(0.0, per_sale - r * t_eq)
+    fluid = _fluid_polls(c)
+    # The last sale to empty is the biggest: each visitor picks a sale at random, so the
+    # biggest is the expected maximum of `sales` normal counts (2.5 deviations for 100).
+    spread = NormalDist().inv_cdf((c.sales - 0.375) / (c.sales + 0.25)) if c.sales > 1 else 0
+    biggest = per_sale + spread * math.sqrt(per_sale)
+    return {
+        "burst_joins_per_s": burst_joins,
+        # The start's herd: every pre-queue visitor asks within POLL_MIN_MS of the start.
+        "herd_status_per_s": early / (POLL_MIN_MS / 1000 + c.herd_spread_s),
+        "sustained_status_per_s": c.sales * live * line_status_rps(line_eq, r, cap_s),
+        "sustained_at_s": t_eq,
+        "polls_per_admitted": fluid["polls_per_admitted"],
+        "last_admission_s": biggest * (1 - fluid["removed_share"]) / r,
+        "admissions_per_s": c.sales * r,
+    }
+
+
+def simulated(res: Result, at_s: float, cap_s: float) -> dict[str, float]:
+    """The simulation's figures that model() predicts."""
+    dt = res.config.interval_s
+    window = [s.status for s in res.seconds if at_s - cap_s / 2 <= s.t < at_s + cap_s / 2]
+    burst = [s.joins for s in res.seconds if 0 <= s.t < res.config.burst_s]
+    return {
+        "burst_joins_per_s": sum(burst) / max(len(burst), 1) / dt,
+        "herd_status_per_s": res.peak("status"),
+        # The average over one cap: a capped line asks once per cap, in phase with its joins.
+        "sustained_status_per_s": sum(window) / max(len(window), 1) / dt,
+        "polls_per_admitted": res.polls_per_admitted,
+        "last_admission_s": res.last_admission_s,
+        "admissions_per_s": max((s.admitted for s in res.seconds), default=0) / dt,
+    }
+
+
+# Relative tolerance of each figure, model against simulation (docs/SCALING.md says why).
+TOLERANCE = {
+    "burst_joins_per_s": 0.05,
+    "herd_status_per_s": 0.05,
+    "sustained_status_per_s": 0.10,
+    "polls_per_admitted": 0.10,
+    "last_admission_s": 0.05,
+    "admissions_per_s": 0.0,
+}
+DOC_MARK = re.compile(r"<!-- simulate:model (\{.*?\}) -->", re.S)
+
+
+def compare(c: Config, res: Result, doc: Path | None = SCALING_MD) -> tuple[list[str], bool]:
+    """Model, documented model and simulation side by side; whether they all agree."""
+    m = model(c)
+    cap_s = poll_cap_ms(c.abandon_s * 1000, c.pickup_s * 1000) / 1000
+    s = simulated(res, m["sustained_at_s"], cap_s)
+    stated: dict[str, float] = {}
+    if doc is not None and c == Config() and doc.exists():
+        found = DOC_MARK.search(doc.read_text())
+        stated = json.loads(found.group(1)) if found else {}
+    ok = True
+    lines = [f"{'figure':<24} {'SCALING.md':>12} {'model':>12} {'simulated':>12} {'diff':>7} tol"]
+    for key, tol in TOLERANCE.items():
+        if key == "herd_status_per_s" and c.early_share <= 0:
+            continue  # no pre-queue, no herd: the peak is the sustained load's
+        diff = abs(s[key] - m[key]) / max(abs(m[key]), 1e-9)
+        bad = diff > tol + 1e-9
+        doc_v = stated.get(key)
+        if doc_v is not None and abs(doc_v - m[key]) > 0.01 * max(abs(m[key]), 1):
+            bad = True  # the document no longer says what the model computes
+        ok &= not bad
+        shown = f"{doc_v:>12,.1f}" if doc_v is not None else f"{'-':>12}"
+        lines.append(
+            f"{key:<24} {shown} {m[key]:>12,.1f} {s[key]:>12,.1f} {diff:>6.1%} "
+            f"{tol:.0%}{'  DISAGREE' if bad else ''}"
+        )
+    if c == Config() and doc is not None and not stated:
+        lines.append(f"(no model block found in {doc}: the documented figures were not checked)")
+        ok = False
+    return lines, ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.simulate", description=__doc__.split("\n")[0])
+    for f in Config.__dataclass_fields__.values():
+        default = f.default
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default)
+    p.add_argument("--report-every", type=float, default=60.0, help="seconds between rows")
+    p.add_argument("--json", type=Path, help="write every second and the summary here")
+    p.add_argument("--no-check", action="store_true", help="print, but do not compare")
+    args = p.parse_args(argv)
+    c = Config(**{k: getattr(args, k) for k in Config.__dataclass_fields__})
+    print(f"simulating {c.visitors:,} visitors over {c.sales} sales: {c}", flush=True)
+    res = run(c, progress=True, report_every=args.report_every)
+    dt = c.interval_s
+    print(f"\ndone in {res.wall_s:.1f} s of wall time, {len(res.seconds) * dt:,.0f} s simulated")
+    print(f"outcomes: {res.outcomes}, passed straight through: {res.passthrough:,}")
+    print(f"status polls: {res.polls_total:,}; per admitted visitor {res.polls_per_admitted:.2f}"
+          f" (most by one visitor: {res.polls_max})")  # fmt: skip
+    print(
+        f"peak status/s {res.peak('status'):,.0f}; peak joins/s {res.peak('joins'):,.0f}; "
+        f"most admitted by one sale in one tick {res.max_admitted_per_tick} "
+        f"(batch_size {c.batch_size}); last admission at {res.last_admission_s:,.0f} s"
+    )
+    lines, ok = compare(c, res)
+    print("\n" + "\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "config": asdict(c), "model": model(c), "outcomes": res.outcomes,
+            "polls_per_admitted": res.polls_per_admitted, "wall_s": res.wall_s,
+            "seconds": [asdict(s) for s in res.seconds],
+        }))  # fmt: skip
+    if res.max_admitted_per_tick > c.batch_size:
+        print("a sale admitted more than batch_size in one tick")
+        return 1
+    if args.no_check:
+        return 0
+    print("model and simulation agree" if ok else "model and simulation DISAGREE")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
