@@ -274,3 +274,21 @@ async def test_another_spelling_of_a_real_signature_is_refused(
     for respelled in _respellings(ticket):
         reply = await client.get(status_url, headers=bearer(respelled))
         assert_error(reply, 401, "ticket_invalid")
+
+
+async def test_a_token_in_the_url_is_no_credential_for_the_api(
+    client: httpx.AsyncClient, platform: Platform, redis: Redis
+) -> None:
+    """URLs end up in logs, histories and Referers: the order API takes the token only as a
+    Bearer header or the HttpOnly cookie. (Only the shop page reads ?token=, once, and moves
+    it into the cookie.)"""
+    keys = await open_sale(redis)
+    pid = keys.product_id
+    token = (await admitted(client, platform, pid))["access_token"]
+    before = await stock_left(client, platform, pid)
+    for query in ({"token": token}, {"access_token": token}, {"authorization": f"Bearer {token}"}):
+        reply = await client.post(
+            f"{platform.gate_url}/products/{pid}/orders", json=ORDER, params=query
+        )
+        assert_error(reply, 401, "token_missing")
+    assert await stock_left(client, platform, pid) == before
