@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -198,9 +200,25 @@ class OrderConsumer:
             if letter.row is not None:
                 done[letter.row["product_id"]].append(letter.row["order_id"])
         for product_id, order_ids in done.items():
-            await self.reservations.stored(SaleKeys(product_id), order_ids)
+            await self._mark_stored(SaleKeys(product_id), order_ids)
         self.metrics.inc("orders_stored_total", len(letters) - len(dead))
         self.metrics.inc("dead_letters_total", len(dead))
+
+    async def _mark_stored(self, keys: SaleKeys, order_ids: list[str]) -> None:
+        """Waits out a Redis that is away (restarting, replaying its AOF): the batch is in
+        PostgreSQL already and its offsets are committed only after this, so waiting loses
+        nothing. Raising here ended the worker on every Valkey restart, and its restart cost a
+        consumer-group rejoin (seconds) for a blip of under one. stored.lua is idempotent, so a
+        call cut off midway is simply made again."""
+        delay = BACKOFF_START_S
+        while True:
+            try:
+                await self.reservations.stored(keys, order_ids)
+                return
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("redis unavailable (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def _store(self, letters: list[Letter]) -> None:
         """Store the good rows and the dead letters in one transaction, retrying transient
