@@ -27,7 +27,7 @@ from infra.web.logs import request_id
 from infra.web.metrics import Metrics
 from infra.web.middleware import over_limits, request_id_of
 
-_Hot = tuple[re.Pattern[str], dict[str, Convertor[Any]], Callable[..., Any]]
+_Hot = tuple[re.Pattern[str], dict[str, Convertor[Any]], Callable[..., Any], str]
 
 
 class HotRoutes:
@@ -38,23 +38,28 @@ class HotRoutes:
         for route in routes:
             for method in route.methods or ():
                 if method != "HEAD":  # Starlette adds HEAD to GET routes; leave it to Starlette
-                    hot = (route.path_regex, route.param_convertors, route.endpoint)
+                    hot = (route.path_regex, route.param_convertors, route.endpoint, route.path)
                     self._by_method.setdefault(method, []).append(hot)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (hot := self._by_method.get(scope["method"])):
             path = scope["path"]
-            for regex, convertors, endpoint in hot:
+            for regex, convertors, endpoint, template in hot:
                 match = regex.match(path)
                 if match is not None:
                     params = {k: convertors[k].convert(v) for k, v in match.groupdict().items()}
                     scope["path_params"] = params
-                    await self._serve(endpoint, scope, receive, send)
+                    await self._serve(endpoint, template, scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
     async def _serve(
-        self, endpoint: Callable[..., Any], scope: Scope, receive: Receive, send: Send
+        self,
+        endpoint: Callable[..., Any],
+        template: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         start = time.perf_counter()
         request = Request(scope, receive)
@@ -76,4 +81,4 @@ class HotRoutes:
             if token is not None:
                 request_id.reset(token)
         elapsed = time.perf_counter() - start
-        self.metrics.observe_request(scope["method"], response.status_code, elapsed)
+        self.metrics.observe_request(scope["method"], template, response.status_code, elapsed)

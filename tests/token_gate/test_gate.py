@@ -12,6 +12,7 @@ from infra.settings import Settings
 from tests.shop.helpers import ADMIN, assert_error
 from tests.support import running, sale_body, unique_id
 from tests.token_gate.conftest import Echo, bearer, free_port, serving_shop
+from tests.token_gate.upstreams import metric
 from token_gate.app import create_app as create_gate
 from token_gate.codec import TokenCodec
 
@@ -25,11 +26,7 @@ def valid(codec: TokenCodec, product_id: str = "shoe-1", visitor: str = "") -> s
 
 
 def shop_counter(metrics: str, method: str, status: int) -> float:
-    series = f'flashsale_shop_http_requests_total{{method="{method}",status="{status}"}} '
-    for line in metrics.splitlines():
-        if line.startswith(series):
-            return float(line.removeprefix(series))
-    return 0.0
+    return metric(metrics, "flashsale_shop_http_requests_total", method=method, status=str(status))
 
 
 # --- catalog reads pass without a token ---------------------------------------------------------

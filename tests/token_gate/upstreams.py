@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -73,11 +73,14 @@ async def eventually(
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    """One series' value from a /metrics page (0 when absent)."""
-    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    series = f"{name}{{{inner}}}" if labels else name
-    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    """The sum of a family's samples that carry these labels, from a /metrics page (0 when
+    there are none), read with prometheus-client's own parser."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total
 
 
 async def breaker_state(gate: httpx.AsyncClient) -> str:
