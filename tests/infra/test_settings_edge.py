@@ -161,7 +161,6 @@ def _assert_refused(code: int, out: str, err: str, elapsed: float, words: str) -
         (["--redis-url", "redis+cluster://a:7000/2"], "only database 0"),
         (["--gate-port", "70000"], "FLASHSALE_GATE_PORT (--gate-port)"),
         (["--shop-port", "8000"], "FLASHSALE_GATE_PORT (--gate-port): 8000 is also"),
-        (["--kafka-bootstrap", "broker"], "FLASHSALE_KAFKA_BOOTSTRAP (--kafka-bootstrap)"),
         (["--host", "no-such-host.invalid"], "does not resolve"),
     ],
 )
@@ -181,7 +180,6 @@ async def test_flashsale_up_stops_at_once_when_an_external_server_does_not_answe
         port = closed.getsockname()[1]
     for flag, value in (
         ("--redis-url", f"redis://127.0.0.1:{port}/0"),
-        ("--database-url", f"postgresql://u@127.0.0.1:{port}/db"),
         ("--kafka-bootstrap", f"127.0.0.1:{port}"),
     ):
         argv = [sys.executable, "-m", "infra", "up", "--data-dir", str(tmp_path / "d"), flag, value]
@@ -194,11 +192,8 @@ async def test_flashsale_up_stops_at_once_when_an_external_server_does_not_answe
 
 async def test_each_process_started_alone_refuses_at_once(tmp_path: Path) -> None:
     env = _env(FLASHSALE_REDIS_URL="foo://x")
-    runs = await asyncio.gather(
-        *(_run([sys.executable, "-m", module], env, tmp_path) for module in PROCESSES)
-    )
-    for module, run in zip(PROCESSES, runs, strict=True):
-        code, out, err, elapsed = run
+    for module in PROCESSES:  # one at a time: each time is its own, not the machine's queue
+        code, out, err, elapsed = await _run([sys.executable, "-m", module], env, tmp_path)
         assert code == 2, (module, err)
         _assert_refused(code, out, err, elapsed, "FLASHSALE_REDIS_URL")
 
