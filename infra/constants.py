@@ -83,3 +83,4 @@ MAX_TARGET_BYTES = 8 * 1024  # a request's path and query
 REQUEST_READ_TIMEOUT_S = 10.0
 REQUEST_READ_SWEEPS = 4  # checks per deadline: a slow request is cut within 1.25 deadlines
 REFUSED_LINGER_S = 2.0  # after a refusal, how long a client still sending is read and dropped
+MAX_HEADER_COUNT = 100  # header lines of one request (a browser sends about 20)

@@ -25,6 +25,7 @@ from infra.constants import (
     EXIT_CONFIG,
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
+    MAX_HEADER_COUNT,
     MAX_TARGET_BYTES,
     POLL_MAX_MS,
     REFUSED_LINGER_S,
@@ -67,8 +68,9 @@ class HttpProtocol(HttpToolsProtocol):
     - a request has REQUEST_READ_TIMEOUT_S from its first byte to its last (checked by one
       sweep per server, so it is cut within 1.25 times that); then it gets 408 (or, if an
       answer has begun, nothing) and the connection closes;
-    - a target over MAX_TARGET_BYTES gets 414, headers over MAX_HEADER_BYTES 431, and a body
-      over MAX_BODY_BYTES 413, all counted as they arrive, never buffered past the limit;
+    - a target over MAX_TARGET_BYTES gets 414, headers over MAX_HEADER_BYTES (or more than
+      MAX_HEADER_COUNT of them) 431, and a body over MAX_BODY_BYTES 413, all counted as they
+      arrive, never buffered past the limit;
     - bytes that are not HTTP get the JSON 400 instead of uvicorn's text/plain one.
     """
 
@@ -80,6 +82,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._reading_since: float | None = None
         self._target_bytes = 0
         self._head_bytes = 0
+        self._header_count = 0
         self._body_bytes = 0
         self._refusal: errors.ApiError | None = None
         # The ASGI cycle of the request being read, once its head is complete (before that,
@@ -111,7 +114,7 @@ class HttpProtocol(HttpToolsProtocol):
     # -- one request, as the parser reads it -------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._target_bytes = self._head_bytes = self._body_bytes = 0
+        self._target_bytes = self._head_bytes = self._body_bytes = self._header_count = 0
         self._request_cycle = None
         self._reading_since = self.loop.time()
         self._watch()
@@ -126,8 +129,14 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value)
-        if self._head_bytes > MAX_HEADER_BYTES:
-            self._refuse(errors.HeadersTooLarge(f"headers are limited to {MAX_HEADER_BYTES} bytes"))
+        self._header_count += 1
+        # The count too: 8 KiB of one-byte headers would be thousands of header objects.
+        if self._head_bytes > MAX_HEADER_BYTES or self._header_count > MAX_HEADER_COUNT:
+            self._refuse(
+                errors.HeadersTooLarge(
+                    f"headers are limited to {MAX_HEADER_COUNT} lines and {MAX_HEADER_BYTES} bytes"
+                )
+            )
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:

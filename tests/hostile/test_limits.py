@@ -10,7 +10,12 @@ import time
 
 import pytest
 
-from infra.constants import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_TARGET_BYTES
+from infra.constants import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_COUNT,
+    MAX_TARGET_BYTES,
+)
 from infra.settings import Settings
 from tests.hostile.conftest import (
     ANSWER_TIMEOUT_S,
@@ -48,6 +53,15 @@ async def test_headers_over_the_limit_get_431(platform: Platform) -> None:
         answer = await exchange(address, get(path, *big))
         assert_json_error(answer, 431, "headers_too_large")
         assert answer.closed, name
+
+
+async def test_too_many_header_lines_get_431(platform: Platform) -> None:
+    """Small in bytes, many in lines: each line is an object the server would keep."""
+    many = [f"x{i}:" for i in range(MAX_HEADER_COUNT + 1)]
+    answer = await exchange(platform.gate, get("/products", *many))
+    assert_json_error(answer, 431, "headers_too_large")
+    fine = [f"x{i}: v" for i in range(MAX_HEADER_COUNT - 10)]
+    assert (await exchange(platform.gate, get("/products", *fine))).status == 200
 
 
 async def test_a_head_without_end_is_cut_off_at_the_limit(platform: Platform) -> None:
