@@ -89,6 +89,7 @@ class HttpProtocol(HttpToolsProtocol):
         # uvicorn's `cycle` is still the previous request's).
         self._request_cycle: Any = None
         self._lingering = False  # refused and half-closed: what still comes is dropped
+        self._deferred: errors.ApiError | None = None  # a refusal that waits for an answer
 
     # -- the connection ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -106,6 +107,16 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._reading_since = None
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            super().on_response_complete()
+            return
+        self.server_state.total_requests += 1
+        if not self.transport.is_closing():
+            self.transport.write(raw_error(deferred))
+            self._linger()
 
     def send_400_response(self, msg: str) -> None:
         refusal, self._refusal = self._refusal, None
@@ -201,13 +212,16 @@ class HttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self._request_cycle
-        if cycle is None:
-            # Its head is incomplete. An answer to a pipelined request before it may still be
-            # coming: a 408 would cut into it, and a half-close would fail its writes.
-            previous = self.cycle
-            if previous is not None and not previous.response_complete:
-                self.transport.close()
-                return
+        previous = self.cycle if cycle is None else None
+        if self.pipeline or (previous is not None and not previous.response_complete):
+            # It was pipelined behind a request whose answer is still being made: that answer
+            # goes first and whole, then this refusal (on_response_complete). Nothing more is
+            # read, and what was queued behind it is not run.
+            self.pipeline.clear()
+            self._lingering = True
+            self._deferred = exc
+            return
+        if cycle is None:  # its head is incomplete: no route has seen it
             self.transport.write(raw_error(exc))
         elif not cycle.response_complete:
             started = cycle.response_started

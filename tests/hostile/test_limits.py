@@ -386,3 +386,28 @@ async def test_header_bytes_that_are_not_utf8_cross_the_gate_unchanged(
         answer = await exchange(gate, request)
     assert answer.status == 299  # the echo's own status: the request went through
     assert echo.header(0, "x-note") == ["caf\xe9 \xff\xfe"]  # latin-1: byte for byte
+
+
+async def test_pipelined_requests_are_answered_in_order_and_a_bad_one_ends_them(
+    platform: Platform,
+) -> None:
+    """Two good requests in one write get two answers; a bad one behind a good one does not
+    cut into the good one's answer: the good answer comes whole, then the refusal, then the
+    connection ends."""
+    reader, writer = await asyncio.open_connection(*platform.gate)
+    try:
+        writer.write(get("/products") + get("/healthz-none"))
+        assert (await read_answer(reader)).status == 200
+        assert_json_error(await read_answer(reader), 404, "not_found")
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection(*platform.gate)
+    try:
+        bad = b"POST /products HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+        writer.write(get("/products") + bad)
+        first = await read_answer(reader)
+        assert first.status == 200 and first.json() is not None
+        assert_json_error(await read_answer(reader), 400, "bad_request")  # in its turn
+        await wait_closed(reader, ANSWER_TIMEOUT_S)
+    finally:
+        writer.close()
