@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
@@ -176,10 +177,21 @@ class OrderConsumer:
                 elif line:
                     await line.head_done(timeout_s=0.05)
                 if offsets := line.stored():
-                    await consumer.commit(offsets)  # only now: these batches are stored
+                    await self._commit(consumer, offsets)  # only now: these are stored
         finally:
             await line.cancel()
             await consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError:
+            # The group rebalanced under us (a broker that restarted has forgotten it, or a
+            # member came or went): these partitions start again from their last committed
+            # offsets, here or elsewhere. The batches are stored and the insert is idempotent,
+            # so the redelivery costs a no-op; ending the worker (as this did) cost a restart
+            # and one more rejoin.
+            log.warning("offsets not committed: the group rebalanced; they come again")
 
     async def handle(self, messages: list[ConsumerRecord[bytes, bytes]]) -> None:
         letters = []

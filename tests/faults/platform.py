@@ -235,6 +235,16 @@ class FaultPlatform:
                 raise AssertionError(f"not healthy after {timeout_s:g} s: {', '.join(down)}")
             await asyncio.sleep(0.1)
 
+    def restarts(self) -> dict[str, int]:
+        """How often each running process has been restarted by its supervisor."""
+        return {n: p.child.restarts for n, p in self.procs.items() if p.supervisor is not None}
+
+    def assert_nobody_else_died(self, before: dict[str, int], victim: str) -> None:
+        """A fault in one process is no reason for another to die (and pay its restart)."""
+        after = {n: c for n, c in self.restarts().items() if n != victim}
+        expected = {n: c for n, c in before.items() if n != victim}
+        assert after == expected, f"processes that died with {victim}: {after} (before {expected})"
+
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.logs / f"{name}.log"
         with contextlib.suppress(OSError):

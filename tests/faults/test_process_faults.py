@@ -58,6 +58,7 @@ async def test_the_order_worker_killed_mid_batch(
     keys = SaleKeys(pid)
     storm = Storm(platform, pid, 36)
     storm.start()
+    restarts = platform.restarts()
     await storm.until("orders flowing", lambda: len(storm.accepted) >= 2)
     worker = platform["worker"]
     async with engine.connect() as blocker:
@@ -83,6 +84,7 @@ async def test_the_order_worker_killed_mid_batch(
     caught_up = time.monotonic()
     await storm.finish()
     final = await check_invariants(storm, engine)
+    platform.assert_nobody_else_died(restarts, "worker")
     assert worker.child.restarts >= 1
     report(
         "worker kill -9",
@@ -108,6 +110,7 @@ async def test_the_shop_down_the_gate_answers_503_and_the_circuit_closes_again(
     pid = await create_sale(http, platform.shop, stock=20)
     storm = Storm(platform, pid, 30)
     storm.start()
+    restarts = platform.restarts()
     await storm.until("a first order", lambda: len(storm.accepted) >= 2)
     shop = platform["shop"]
     shop.kill9()
@@ -141,6 +144,7 @@ async def test_the_shop_down_the_gate_answers_503_and_the_circuit_closes_again(
     closed = time.monotonic()
     await storm.finish()
     final = await check_invariants(storm, engine)
+    platform.assert_nobody_else_died(restarts, "shop")
     gate_503s = sum(t.errors.count("503") for t in storm.tabs)
     assert gate_503s > 0 and all(int(v) >= 1 for t in storm.tabs for v in t.retry_after)
     report(
@@ -175,6 +179,7 @@ async def test_one_of_two_schedulers_killed_the_other_continues(
     keys = SaleKeys(pid)
     storm = Storm(platform, pid, 30)
     storm.start()
+    restarts = platform.restarts()
     await storm.until("first admissions", lambda: any(t.token for t in storm.tabs))
     victim, survivor = platform["scheduler-a"], platform["scheduler-b"]
     victim.kill9()
@@ -191,6 +196,7 @@ async def test_one_of_two_schedulers_killed_the_other_continues(
     back = time.monotonic()
     await storm.finish()
     final = await check_invariants(storm, engine)
+    platform.assert_nobody_else_died(restarts, "scheduler-a")
     ticks = await _ticks(valkey, keys)
     numbers = [n for n, _, _ in ticks]
     assert len(numbers) == len(set(numbers)), f"a tick ran twice: {numbers}"
@@ -221,6 +227,7 @@ async def test_a_queue_server_restart_keeps_every_place(
     keys = SaleKeys(pid)
     storm = Storm(platform, pid, 36)
     storm.start()
+    restarts = platform.restarts()
     await storm.until(
         "a long line, moving",
         lambda: any(t.token for t in storm.tabs) and len(storm.waiting) >= 20,
@@ -242,6 +249,7 @@ async def test_a_queue_server_restart_keeps_every_place(
     assert again["state"] == "admitted" or again["position"] <= places[tab.n], again
     await storm.finish()
     final = await check_invariants(storm, engine)
+    platform.assert_nobody_else_died(restarts, "queue_server")
     # Every tab that was waiting then kept its ticket: none was refused (check_invariants:
     # no lost place, no move back), and each was admitted or told sold_out in its turn.
     for n in places:
