@@ -330,51 +330,64 @@ def run(c: Config, progress: bool = False, report_every: float = 60.0) -> Result
 
         # 3. The polls due in this tick. Who quit before its poll does not ask: its place stays
         #    until the tick after it has been quiet for abandon_s (admit.lua's scan and sweep).
-        bucket = ring[tick % slots]
-        ring[tick % slots] = []
-        polled = np.concatenate(bucket) if bucket else np.empty(0, dtype=np.int64)
-        gone = v.due[polled] >= v.quit_at[polled]
-        if gone.any():
-            g = polled[gone]
-            drop = np.floor((v.asked[g] + c.abandon_s) / dt).astype(np.int64) + 1
-            for t_drop in np.unique(drop).tolist():
-                removals.setdefault(int(t_drop), []).append(g[drop == t_drop])
-            polled = polled[~gone]
-        v.polls[polled] += 1
-        v.asked[polled] = v.due[polled]
-        res.polls_total += int(polled.size)
-        who = np.concatenate((joining, polled))
-        st = v.state[who]
-        sold = (v.stock[v.sale[who]] <= 0) & opened & ((st == IN_LINE) | (st == ADMITTED))
-        if sold.any():  # lib.lua answers sold_out before it looks at the visitor
-            s_idx = who[sold]
-            v.active -= np.bincount(v.sale[s_idx[st[sold] == ADMITTED]], minlength=c.sales)
-            v.leave_line(s_idx[st[sold] == IN_LINE], SOLD_OUT)
-            v.state[s_idx] = SOLD_OUT
-        pick = who[~sold & (st == ADMITTED)]
-        if pick.size:  # told it is admitted: it picks its token up and buys one unit at once
-            v.active -= np.bincount(v.sale[pick], minlength=c.sales)
-            v.buy(pick)
-        wait = who[~sold & (st == IN_LINE)]
-        if wait.size:
-            if opened:
-                delay = poll_after_waiting(v.positions(wait), rate[v.sale[wait]], cap_ms)
-                if c.jitter > 0:
-                    delay = (delay * (1 - c.jitter * rng.random(wait.size))).astype(np.int64)
-            else:
-                until = np.maximum(0, np.ceil(-v.due[wait] * 1000)).astype(np.int64)
-                delay = poll_after_not_started(until, cap_ms, rng)
-                if c.herd_spread_s > 0:
-                    delay += (c.herd_spread_s * 1000 * rng.random(wait.size)).astype(np.int64)
-            v.due[wait] += delay / 1000
-            slot = np.floor(v.due[wait] / dt).astype(np.int64)
-            order = np.argsort(slot, kind="stable")
-            slot, wait = slot[order], wait[order]
-            cuts = np.flatnonzero(np.diff(slot)) + 1
-            for s_t, part in zip(slot[np.r_[0, cuts]].tolist(), np.split(wait, cuts), strict=True):
-                ring[s_t % slots].append(part)
+        #    A poll that falls due again within this tick (an interval longer than the
+        #    shortest poll) is answered in another round: the line does not change until the
+        #    next tick, so the order of the rounds cannot change an answer.
+        asked_now = 0
+        news = joining
+        while True:
+            bucket = ring[tick % slots]
+            ring[tick % slots] = []
+            polled = np.concatenate(bucket) if bucket else np.empty(0, dtype=np.int64)
+            gone = v.due[polled] >= v.quit_at[polled]
+            if gone.any():
+                g = polled[gone]
+                drop = np.floor((v.asked[g] + c.abandon_s) / dt).astype(np.int64) + 1
+                for t_drop in np.unique(drop).tolist():
+                    removals.setdefault(int(t_drop), []).append(g[drop == t_drop])
+                polled = polled[~gone]
+            v.polls[polled] += 1
+            v.asked[polled] = v.due[polled]
+            res.polls_total += int(polled.size)
+            asked_now += int(polled.size)
+            who = np.concatenate((news, polled))
+            news = news[:0]
+            st = v.state[who]
+            sold = (v.stock[v.sale[who]] <= 0) & opened & ((st == IN_LINE) | (st == ADMITTED))
+            if sold.any():  # lib.lua answers sold_out before it looks at the visitor
+                s_idx = who[sold]
+                v.active -= np.bincount(v.sale[s_idx[st[sold] == ADMITTED]], minlength=c.sales)
+                v.leave_line(s_idx[st[sold] == IN_LINE], SOLD_OUT)
+                v.state[s_idx] = SOLD_OUT
+            pick = who[~sold & (st == ADMITTED)]
+            if pick.size:  # told it is admitted: it picks its token up and buys one unit at once
+                v.active -= np.bincount(v.sale[pick], minlength=c.sales)
+                v.buy(pick)
+            wait = who[~sold & (st == IN_LINE)]
+            if wait.size:
+                if opened:
+                    delay = poll_after_waiting(v.positions(wait), rate[v.sale[wait]], cap_ms)
+                    if c.jitter > 0:
+                        scale = 1 - c.jitter * rng.random(wait.size)
+                        delay = np.maximum(POLL_MIN_MS, delay * scale).astype(np.int64)
+                else:
+                    until = np.maximum(0, np.ceil(-v.due[wait] * 1000)).astype(np.int64)
+                    delay = poll_after_not_started(until, cap_ms, rng)
+                    if c.herd_spread_s > 0:
+                        delay += (c.herd_spread_s * 1000 * rng.random(wait.size)).astype(np.int64)
+                v.due[wait] += delay / 1000
+                slot = np.floor(v.due[wait] / dt).astype(np.int64)
+                order = np.argsort(slot, kind="stable")
+                slot, wait = slot[order], wait[order]
+                cuts = np.flatnonzero(np.diff(slot)) + 1
+                for s_t, part in zip(
+                    slot[np.r_[0, cuts]].tolist(), np.split(wait, cuts), strict=True
+                ):
+                    ring[s_t % slots].append(part)
+            if not ring[tick % slots]:
+                break
         res.seconds.append(
-            Second(now, int(polled.size), int(joining.size + passed.size), admitted_now,
+            Second(now, asked_now, int(joining.size + passed.size), admitted_now,
                    int(passed.size), int(v.line.sum()), int(v.line.max(initial=0)))
         )  # fmt: skip
         if progress and now >= next_report:
@@ -407,7 +420,12 @@ def _finish(res: Result, v: _Line) -> None:
     }
     found = np.bincount(v.state, minlength=len(names))
     res.outcomes = {names[i]: int(found[i]) for i in range(len(names)) if found[i]}
-    res.outcomes["quit"] = int(np.isfinite(v.quit_at).sum())
+    quit = np.isfinite(v.quit_at)
+    res.outcomes["quit"] = int(quit.sum())
+    # A visitor that kept asking never loses its place nor lets its admission run out.
+    res.outcomes["failed_while_asking"] = int(
+        (((v.state == LOST) | (v.state == EXPIRED)) & ~quit).sum()
+    )
     admitted = res.outcomes.get("admitted", 0)
     # As the bench counts it (bench/suite.py storm_group): every status poll of the crowd,
     # over the visitors admitted.
