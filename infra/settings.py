@@ -360,8 +360,12 @@ class Settings:
                     raise _refuse(name, f"{shown} is not valid: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values.get("dev"):
-            values.setdefault("admin_key", DEV_ADMIN_KEY)
-            values.setdefault("secret_keys", (DEV_SECRET_KEY,))
+            # An explicit empty value (`--admin-key ""`) is as unset as a missing one: an
+            # empty admin key would match an empty Bearer.
+            if not values.get("admin_key"):
+                values["admin_key"] = DEV_ADMIN_KEY
+            if not values.get("secret_keys"):
+                values["secret_keys"] = (DEV_SECRET_KEY,)
         if isinstance(url := values.get("database_url"), str):
             values["database_url"] = _async_database_url(url)
         if isinstance(level := values.get("log_level"), str):
@@ -454,6 +458,12 @@ class Settings:
             hmac.new(key.encode(), b"flashsale.gate.v1", hashlib.sha256).hexdigest()
             for key in self.secret_keys
         )
+
+    def log_secrets(self) -> tuple[str, ...]:
+        """Values no log line may carry (infra.web.logs blanks them): the keys, the gate
+        secrets derived from them, and the stores' passwords."""
+        passwords = [urlsplit(url).password or "" for url in (self.redis_url, self.database_url)]
+        return (self.admin_key, *self.secret_keys, *self.gate_secrets(), *passwords)
 
     @property
     def gate_url(self) -> str:

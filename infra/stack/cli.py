@@ -544,13 +544,13 @@ def _run_up(args: argparse.Namespace) -> int:
         logs_dir.mkdir(parents=True, exist_ok=True)
         # Line-buffered and never closed: the last line before exit must reach the file.
         own_log = (logs_dir / OWN_LOG).open("a", buffering=1)
-        setup_logging(settings.log_level, stream=own_log)
+        setup_logging(settings.log_level, stream=own_log, secrets=settings.log_secrets())
         view = UpConsole(
             logs_dir=logs_dir,
             admin_key=settings.admin_key,
         )
     else:
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, secrets=settings.log_secrets())
     # Every health poll would be an INFO line otherwise.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     dev_keys = settings.admin_key == DEV_ADMIN_KEY or DEV_SECRET_KEY in settings.secret_keys

@@ -286,7 +286,7 @@ def settings_at_edge() -> Settings:
     except ConfigError as exc:
         print(f"flashsale: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, secrets=settings.log_secrets())
     return settings
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY
 from infra.settings import ConfigError, Settings
 from infra.stack.supervisor import ChildNotReady, ChildSpec, Supervisor
 
@@ -101,6 +102,25 @@ def test_a_process_alone_may_share_a_port_number_with_another_process() -> None:
     settings = Settings.from_env({"FLASHSALE_DEV": "1", "FLASHSALE_QUEUE_PORT": "8000"})
     with pytest.raises(ConfigError, match="each process needs its own"):
         settings.validate_one_host()
+
+
+def test_an_empty_key_in_dev_mode_is_the_dev_key_not_no_key() -> None:
+    """`--dev --admin-key ""` must not leave an empty key (it would match an empty Bearer)."""
+    settings = Settings.from_env({"FLASHSALE_DEV": "1"}, admin_key="", secret_keys=())
+    assert settings.admin_key == DEV_ADMIN_KEY and settings.secret_keys == (DEV_SECRET_KEY,)
+
+
+def test_the_log_secrets_are_the_keys_and_the_passwords() -> None:
+    settings = Settings.from_env(
+        {
+            "FLASHSALE_DEV": "1",
+            "FLASHSALE_REDIS_URL": "redis://:valkey-pass@h:6379/0",
+            "FLASHSALE_DATABASE_URL": "postgresql://u:pg-pass@h/db",
+        }
+    )
+    secrets = settings.log_secrets()
+    assert {"valkey-pass", "pg-pass", DEV_ADMIN_KEY, DEV_SECRET_KEY} <= set(secrets)
+    assert settings.gate_secrets()[0] in secrets
 
 
 def test_a_libpq_database_url_means_the_async_driver() -> None:
