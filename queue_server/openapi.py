@@ -15,6 +15,7 @@ from infra.web.openapi import (
     Schema,
     document,
     error,
+    metrics,
     ok,
     operation,
     text,
@@ -188,7 +189,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": operation(
             "getMetrics",
             "Prometheus text format.",
-            {"200": text("The metrics.", "text/plain; version=0.0.4; charset=utf-8")},
+            metrics(),
             tags=["operations"],
         )
     },

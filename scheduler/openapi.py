@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.web.openapi import document, ok, operation, text, unavailable
+from infra.web.openapi import document, metrics, ok, operation, unavailable
 
 SCHEDULER_API = document(
     "flashsale scheduler (health and metrics)",
@@ -32,7 +32,7 @@ SCHEDULER_API = document(
             "get": operation(
                 "getMetrics",
                 "Prometheus text format.",
-                {"200": text("The metrics.", "text/plain; version=0.0.4; charset=utf-8")},
+                metrics(),
                 tags=["operations"],
             )
         },

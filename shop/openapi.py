@@ -22,6 +22,7 @@ from infra.web.openapi import (
     document,
     error,
     header_param,
+    metrics,
     ok,
     operation,
     path_param,
@@ -320,7 +321,7 @@ OPERATIONS_PATHS: dict[str, dict[str, Any]] = {
         "get": operation(
             "getMetrics",
             "Prometheus text format.",
-            {"200": text("The metrics.", "text/plain; version=0.0.4; charset=utf-8")},
+            metrics(),
             tags=["operations"],
         )
     },

@@ -16,6 +16,7 @@ from infra.web.openapi import (
     SET_COOKIE,
     document,
     error,
+    metrics,
     operation,
     text,
 )
@@ -146,7 +147,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": operation(
             "getMetrics",
             "Prometheus text format.",
-            {"200": text("The metrics.", "text/plain; version=0.0.4; charset=utf-8")},
+            metrics(),
             tags=["operations"],
         )
     },

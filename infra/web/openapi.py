@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -134,6 +135,11 @@ def unavailable(*codes: str, retry_after: bool = True) -> dict[str, Any]:
         *(codes or ("unavailable",)),
         headers={"Retry-After": RETRY_AFTER} if retry_after else None,
     )
+
+
+def metrics() -> dict[str, Any]:
+    """GET /metrics of every process: Prometheus' text format (infra.web.metrics)."""
+    return {"200": text("The metrics, in Prometheus' text format.", CONTENT_TYPE_LATEST)}
 
 
 # What any request may get before a route runs, from the server (infra.web.serve) or the
