@@ -85,6 +85,10 @@ def build_app(
         exception_handlers=errors.exception_handlers(),
         lifespan=lifespan,
     )
+    # API.md: anything else in a path is 404. Starlette would answer a trailing slash with a
+    # 307 whose Location it builds from the client's Host header: a redirect anyone can aim
+    # at another host, which a shared cache could even keep for others.
+    app.router.redirect_slashes = False
     stack = app.build_middleware_stack()
     app.middleware_stack = HotRoutes(stack, hot_routes, metrics) if hot_routes else stack
     return app
