@@ -18,7 +18,7 @@ vectorised form is checked against the function itself on a sample of replies be
 
 Run ``python -m bench.simulate`` (10M visitors, 100 sales; see ``--help``). It prints one line
 per ``--report-every`` seconds, a summary, and the model of docs/SCALING.md side by side with
-the simulation; it exits 1 when they disagree by more than ``--tolerance``.
+the simulation; it exits 1 when they disagree by more than the tolerance of a figure (TOLERANCE).
 """
 
 from __future__ import annotations
