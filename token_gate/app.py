@@ -229,10 +229,6 @@ def create_app(
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
     app = build_app(routes, lifespan, metrics, hot_routes=hot, openapi=GATE_API)
-    # Starlette answers "/products/" with a 307 to a Location built from the client's Host
-    # header: a redirect anyone can aim at another site (and a shared cache could keep).
-    # API.md: anything else in a path is 404.
-    app.router.redirect_slashes = False
     # Outside even Starlette's ServerErrorMiddleware (and the hot routes), so that every answer,
     # an unexpected 500 included, carries the request id: the one someone will go looking for.
     app.middleware_stack = RequestIdMiddleware(app.middleware_stack)
