@@ -58,6 +58,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
 
+# An offset commit normally takes milliseconds; one that has not ended after this long will not.
+COMMIT_TIMEOUT_S = 2.0
+STUCK_COMMITS = 3  # that many in a row, and the consumer is replaced
+
+
+class ConsumerStuck(Exception):
+    """The consumer can no longer make progress: it is closed and a new one takes over."""
+
+
 @dataclass
 class Letter:
     """One consumed message: its orders row if it decoded, and why it died if it did."""
@@ -133,11 +142,23 @@ class OrderConsumer:
         self.reservations = reservations
         self.producer = producer
         self.metrics = metrics
+        self._stuck_commits = 0
         metrics.counter("orders_stored_total", "order.placed messages stored in PostgreSQL")
         metrics.counter("dead_letters_total", "Messages sent to the dead-letter topic")
 
     async def run(self) -> None:
-        """Consume until cancelled.
+        """Consume until cancelled; a consumer that got stuck is replaced by a new one."""
+        while True:
+            try:
+                await self._consume()
+            except ConsumerStuck as exc:
+                # In this process, not by ending it: a new process would pay the same rejoin
+                # plus its start-up. What was not committed comes again (idempotent).
+                log.warning("consumer replaced: %s", exc)
+                await asyncio.sleep(BACKOFF_START_S)
+
+    async def _consume(self) -> None:
+        """Consume until cancelled, or until the consumer is stuck (ConsumerStuck).
 
         Up to ``IN_FLIGHT`` batches are being stored at once, each in its own transaction,
         while the next is fetched: a batch's cost is mostly waiting (PostgreSQL's commit,
@@ -180,11 +201,30 @@ class OrderConsumer:
                     await self._commit(consumer, offsets)  # only now: these are stored
         finally:
             await line.cancel()
-            await consumer.stop()
+            try:
+                # Bounded: a consumer that is stuck may not leave its group cleanly either.
+                await asyncio.wait_for(consumer.stop(), COMMIT_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("consumer did not stop within %.0f s", COMMIT_TIMEOUT_S)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await consumer.commit(offsets)
+            await asyncio.wait_for(consumer.commit(offsets), COMMIT_TIMEOUT_S)
+            self._stuck_commits = 0
+        except TimeoutError:
+            # aiokafka retries a retriable commit error for ever: after a broker restart,
+            # tansu answered UnknownTopicOrPartition, every 100 ms, to the commit of an offset
+            # from its past life, and the consumer hung there for good (only the reconciler
+            # stored orders). The batches are stored: their offsets are let go (a redelivery
+            # is a no-op) and consuming goes on from where the broker is now. Commits that
+            # never end, one after the other, are a consumer to replace.
+            self._stuck_commits += 1
+            log.warning("an offset commit took over %.0f s; let go", COMMIT_TIMEOUT_S)
+            if self._stuck_commits >= STUCK_COMMITS:
+                self._stuck_commits = 0
+                raise ConsumerStuck(
+                    f"{STUCK_COMMITS} offset commits in a row never ended"
+                ) from None
         except CommitFailedError:
             # The group rebalanced under us (a broker that restarted has forgotten it, or a
             # member came or went): these partitions start again from their last committed

@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.constants import DEV_ADMIN_KEY
 from infra.stack.storm.invariants import check_stock, fifo_violations
-from tests.faults.platform import FaultPlatform
+from tests.faults.platform import RECONCILE_GRACE_S, FaultPlatform
 from tests.support import unique_id
+from token_gate.codec import TokenCodec
 
 ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
 CARD = "4242424242424242"
@@ -290,3 +291,37 @@ def summary(storm: Storm, final: Mapping[str, Any]) -> str:
         outcomes[tab.outcome] = outcomes.get(tab.outcome, 0) + 1
     retried = sum(len(t.errors) for t in storm.tabs)
     return f"outcomes {outcomes}; {retried} calls retried; final {dict(final)}"
+
+
+async def consumer_stores_again(
+    platform: FaultPlatform, engine: AsyncEngine, product_id: str, timeout_s: float = 40.0
+) -> float:
+    """Orders one unit on ``product_id`` (an open sale of its own, outside any storm) every
+    half second, as a fresh visitor with a token minted here, until one is in PostgreSQL
+    sooner than the reconciler could have put it there: the consumer is consuming again.
+    Returns when (monotonic)."""
+    codec = TokenCodec(platform.s.secret_keys)
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+        while time.monotonic() < deadline:
+            visitor = unique_id("probe")
+            token = codec.mint_access(visitor, product_id, int(time.time()) + 600)
+            placed = await http.post(
+                f"{platform.gate}/products/{product_id}/orders",
+                json={"quantity": 1},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if placed.status_code == 202:
+                sent = time.monotonic()
+                order_id = placed.json()["order_id"]
+                # The reconciler waits out its grace before it looks at an order.
+                while time.monotonic() - sent < RECONCILE_GRACE_S * 0.8:
+                    async with engine.connect() as conn:
+                        found = await conn.execute(
+                            text("SELECT 1 FROM orders WHERE order_id = :o"), {"o": order_id}
+                        )
+                        if found.first() is not None:
+                            return time.monotonic()
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"the consumer stored nothing within {timeout_s:g} s")

@@ -17,8 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.sale.keys import SaleKeys
 from tests.faults.platform import FaultPlatform
-from tests.faults.storm import Storm, check_invariants, create_sale, summary
+from tests.faults.storm import (
+    Storm,
+    check_invariants,
+    consumer_stores_again,
+    create_sale,
+    summary,
+)
 from tests.faults.test_process_faults import report
+from tests.support import iso_in
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +99,7 @@ async def test_the_broker_killed_loses_its_messages_and_the_reconciler_recovers_
     platform: FaultPlatform, engine: AsyncEngine, valkey: Redis, http: httpx.AsyncClient
 ) -> None:
     pid = await create_sale(http, platform.shop, stock=20)
+    probe = await create_sale(http, platform.shop, stock=1000, sale_start=iso_in(-1))
     storm = Storm(platform, pid, 30)
     storm.start()
     restarts = platform.restarts()
@@ -116,6 +124,9 @@ async def test_the_broker_killed_loses_its_messages_and_the_reconciler_recovers_
     acknowledged = list(storm.accepted)
     up = await proc.wait_up(not_pid=killed)
     recovered = await _all_stored(engine, acknowledged, timeout_s=45)
+    # The reconciler has stored what the broker lost; the consumer must be consuming again
+    # too (it hung for good on an offset commit the new broker refused).
+    consuming = await consumer_stores_again(platform, engine, probe)
     await storm.finish()
     final = await check_invariants(storm, engine)
     platform.assert_nobody_else_died(restarts, "tansu")
@@ -126,6 +137,7 @@ async def test_the_broker_killed_loses_its_messages_and_the_reconciler_recovers_
         unstored_at_kill=in_broker,
         broker_back_s=up - t0,
         all_recovered_s=recovered - t0,
+        consumer_back_s=consuming - t0,
         calls_retried=sum(len(t.errors) for t in storm.tabs),
     )
     print(summary(storm, final))
