@@ -17,7 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from infra.constants import BREAKER_COOLDOWN_S
 from infra.sale.keys import SaleKeys
 from tests.faults.platform import FaultPlatform
-from tests.faults.storm import Storm, check_invariants, create_sale, summary
+from tests.faults.storm import (
+    Storm,
+    check_invariants,
+    consumer_stores_again,
+    create_sale,
+    summary,
+)
 from tests.support import iso_in
 
 pytestmark = pytest.mark.slow
@@ -55,6 +61,7 @@ async def test_the_order_worker_killed_mid_batch(
     platform: FaultPlatform, engine: AsyncEngine, valkey: Redis, http: httpx.AsyncClient
 ) -> None:
     pid = await create_sale(http, platform.shop, stock=24, batch_size=4)
+    probe = await create_sale(http, platform.shop, stock=1000, sale_start=iso_in(-1))
     keys = SaleKeys(pid)
     storm = Storm(platform, pid, 36)
     storm.start()
@@ -82,6 +89,9 @@ async def test_the_order_worker_killed_mid_batch(
         assert time.monotonic() < deadline, "orders accepted before the kill never stored"
         await asyncio.sleep(0.05)
     caught_up = time.monotonic()
+    # The reconciler stored the backlog; the new worker's consumer must take over too (the
+    # dead one never left the group: the broker waits out its session before handing over).
+    consuming = await consumer_stores_again(platform, engine, probe)
     await storm.finish()
     final = await check_invariants(storm, engine)
     platform.assert_nobody_else_died(restarts, "worker")
@@ -92,6 +102,7 @@ async def test_the_order_worker_killed_mid_batch(
         accepted_at_kill=len(at_kill),
         restarted_s=up - t0,
         backlog_stored_s=caught_up - t0,
+        consumer_back_s=consuming - t0,
     )
     print(summary(storm, final))
 
