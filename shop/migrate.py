@@ -27,10 +27,8 @@ async def upgrade(database_url: str) -> None:
 
 
 if __name__ == "__main__":
-    from infra.settings import Settings
-    from infra.web.logs import setup_logging
+    from infra.web.serve import settings_at_edge
 
-    settings = Settings.from_env()
-    # JSON lines like every other process; alembic's INFO steps show only at debug.
-    setup_logging(settings.log_level)
-    upgrade_sync(settings.database_url)
+    # As every process: a refused setting is one line and exit code 2; JSON-lines logs (with
+    # the secrets filtered), where alembic's INFO steps show only at debug.
+    upgrade_sync(settings_at_edge().database_url)

@@ -30,9 +30,9 @@ from shop.context import ShopContext, shop_context
 
 log = logging.getLogger("flashsale.shop")
 
-IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,64}$")
-ORDER_ID_RE = re.compile(r"^o_[0-9a-f]{24}$")
-CARD_RE = re.compile(r"^[0-9]{16}$")
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,64}")  # with fullmatch: `$` lets "\n" end it
+ORDER_ID_RE = re.compile(r"o_[0-9a-f]{24}")
+CARD_RE = re.compile(r"[0-9]{16}")
 DECLINED_CARD = "4000000000000002"
 MAX_QUANTITY = 1_000_000
 
@@ -50,7 +50,7 @@ def _caller(request: Request) -> tuple[ShopContext, SaleKeys, str]:
 
 def _order_id(request: Request) -> str:
     order_id = request.path_params["order_id"]
-    if not ORDER_ID_RE.match(order_id):
+    if not ORDER_ID_RE.fullmatch(order_id):
         raise errors.NotFound("no such order")
     return order_id
 
@@ -155,7 +155,7 @@ async def pay(request: Request) -> Response:
     order_id = _order_id(request)
     body = await read_json_object(request)
     card = body.get("card")
-    if set(body) != {"card"} or not isinstance(card, str) or not CARD_RE.match(card):
+    if set(body) != {"card"} or not isinstance(card, str) or not CARD_RE.fullmatch(card):
         raise errors.InvalidRequest('the body must be {"card": "<16 digits>"}')
     async with ctx.engine.begin() as conn:
         row = await _locked(ctx, conn, keys, order_id, visitor)

@@ -19,7 +19,9 @@ from starlette.types import ASGIApp
 
 from infra.sale.keys import SaleKeys
 from infra.sale.scripts import SaleScripts
+from infra.settings import Settings
 from infra.web.metrics import Metrics
+from infra.web.serve import uvicorn_options
 from scheduler.admission import Admissions
 from shop.sales import create_sale
 from token_gate.codec import TokenCodec
@@ -93,8 +95,14 @@ async def serving(app: ASGIApp) -> AsyncIterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    # ws="none": nothing here needs websockets, and importing them would only add warnings.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, ws="none", lifespan="on")
+    # The production server (its protocol with the read deadline and size caps, no proxy
+    # headers: uvicorn's default would take X-Forwarded-For from 127.0.0.1 as the client),
+    # quieter, and quick to stop.
+    options = uvicorn_options(Settings.from_env({}, dev=True), 0)
+    for name in ("host", "port"):
+        del options[name]
+    options |= {"log_level": "warning", "lifespan": "on", "timeout_graceful_shutdown": 2}
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
+import uuid
 from typing import Any
 
 import orjson
@@ -54,6 +55,9 @@ def raw_error(exc: errors.ApiError) -> bytes:
             STATUS_LINE[exc.status_code],
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
+            # Every answer carries an id to quote in a report, this one too (a new one: the
+            # request's own may not have been read, or may be what is refused).
+            b"x-request-id: %s\r\n" % uuid.uuid4().hex.encode(),
             b"connection: close\r\n\r\n",
             body,
         )
