@@ -310,7 +310,7 @@ def _key_chars_problem(keys: tuple[str, ...]) -> str | None:
 
 
 _PORT_FIELDS = ("gate_port", "queue_port", "shop_port", "scheduler_port")
-_URL_FIELDS = ("public_gate_url", "public_queue_url", "shop_upstream_url")
+_URL_FIELDS = ("public_gate_url", "public_queue_url")
 # Never echoed in a refusal: the line goes to a terminal, a log, a CI transcript.
 _SECRET_FIELDS = frozenset({"admin_key", "secret_keys"})
 
@@ -385,6 +385,11 @@ class Settings:
             ("host", _host_problem(self.host)),
             *((name, _port_problem(getattr(self, name))) for name in _PORT_FIELDS),
             *((name, _http_url_problem(getattr(self, name))) for name in _URL_FIELDS),
+            # Several shops, comma-separated: the gate takes them in turn.
+            *(
+                ("shop_upstream_url", _http_url_problem(u))
+                for u in self.shop_upstream_url.split(",")
+            ),
             ("join_rate_per_ip", _rate_problem(self.join_rate_per_ip)),
             ("visitor_rate", _rate_problem(self.visitor_rate)),
             ("reconcile_grace_s", _duration_problem(self.reconcile_grace_s)),
@@ -474,8 +479,16 @@ class Settings:
         return self.public_queue_url or f"http://{self.host}:{self.queue_port}"
 
     @property
+    def shop_urls(self) -> tuple[str, ...]:
+        """Where the gate reaches the shops (FLASHSALE_SHOP_URL, comma-separated), or the one
+        shop on this host's shop port."""
+        urls = tuple(u.strip() for u in self.shop_upstream_url.split(",") if u.strip())
+        return urls or (f"http://{self.host}:{self.shop_port}",)
+
+    @property
     def shop_url(self) -> str:
-        return self.shop_upstream_url or f"http://{self.host}:{self.shop_port}"
+        """The first shop: where the stack's own calls (the demo sale) go."""
+        return self.shop_urls[0]
 
     @property
     def scheduler_url(self) -> str:

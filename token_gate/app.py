@@ -45,7 +45,7 @@ from token_gate.proxy import build_response, upstream_headers
 from token_gate.ratelimit import VisitorLimiter
 from token_gate.request_id import RequestIdMiddleware
 from token_gate.shop_page import ShopPage
-from token_gate.upstream import Upstream, UpstreamError, UpstreamTimeout
+from token_gate.upstream import UpstreamError, Upstreams, UpstreamTimeout
 
 log = logging.getLogger("flashsale.gate")
 
@@ -118,14 +118,14 @@ def create_app(
         app.state.limiter = VisitorLimiter(SaleScripts(redis), settings.visitor_rate)
         app.state.breaker = breaker
         try:
-            async with Upstream(settings.shop_url, upstream_timeout) as upstream:
+            async with Upstreams(settings.shop_urls, upstream_timeout) as upstream:
                 app.state.upstream = upstream
                 yield
         finally:
             await redis.aclose()
 
     async def call_shop(
-        upstream: Upstream, method: str, target: str, headers: list[tuple[str, str]], body: bytes
+        upstream: Upstreams, method: str, target: str, headers: list[tuple[str, str]], body: bytes
     ) -> Response:
         try:
             ticket = breaker.acquire()
@@ -200,7 +200,7 @@ def create_app(
     async def healthz(request: Request) -> Response:
         # Redis first: its errors become 503 `unavailable` through the app's handler.
         await request.app.state.redis.ping()
-        upstream: Upstream = request.app.state.upstream
+        upstream: Upstreams = request.app.state.upstream
         try:
             reply = await upstream.request(
                 "GET", "/healthz", [], timeout_s=UPSTREAM_HEALTH_TIMEOUT_S

@@ -334,3 +334,50 @@ class Upstream(Resource):
                 self._idle.append(conn)
             return reply
         raise AssertionError("unreachable")
+
+
+class Upstreams(Resource):
+    """Several shops behind one gate (``FLASHSALE_SHOP_URL=http://a,http://b``), taken in turn.
+
+    Each shop has its own :class:`Upstream` (pool, timers). A request goes to the next shop
+    in the rotation. When that shop refuses the connection or does not accept it in time
+    (``ConnectError``, ``ConnectTimeout``), nothing was sent, so the request goes on to the
+    next shop, each shop tried once: a shop that is down, restarting or being replaced costs
+    no visitor an error while another answers. A failure after the request was sent (a read
+    timeout, a broken answer) is not retried on another shop: the first may have acted on it.
+    """
+
+    RETRIED_CAUSES = frozenset({"ConnectError", "ConnectTimeout"})
+
+    def __init__(self, base_urls: Sequence[str], timeout: UpstreamTimeout) -> None:
+        if not base_urls:
+            raise ValueError("a gate needs at least one shop")
+        self.members = [Upstream(url, timeout) for url in base_urls]
+        self._next = 0
+
+    async def start(self) -> None:
+        for member in self.members:
+            await member.start()
+
+    async def stop(self) -> None:
+        for member in self.members:
+            await member.stop()
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes = b"",
+        timeout_s: float | None = None,
+    ) -> Reply:
+        first = self._next
+        self._next = (first + 1) % len(self.members)
+        for i in range(len(self.members)):
+            member = self.members[(first + i) % len(self.members)]
+            try:
+                return await member.request(method, target, headers, body, timeout_s)
+            except UpstreamError as exc:
+                if exc.cause not in self.RETRIED_CAUSES or i == len(self.members) - 1:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
