@@ -90,6 +90,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "log_level": ("FLASHSALE_LOG_LEVEL", str),
     "reconcile_grace_s": ("FLASHSALE_RECONCILE_GRACE_S", _float),
     "worker_batch": ("FLASHSALE_WORKER_BATCH", _int),
+    "kafka_partitions": ("FLASHSALE_KAFKA_PARTITIONS", _int),
 }
 # Fields that `flashsale up` also takes as a flag: a refusal names both spellings.
 _FLAGS = frozenset(
@@ -344,6 +345,9 @@ class Settings:
     # order.placed messages stored per PostgreSQL transaction. Each batch pays fixed round
     # trips (Kafka fetch and commit, the transaction, Redis): 2,000 drained 1.8x what 500 did.
     worker_batch: int = 2_000
+    # Of each topic flashsale creates (infra/topics.py): the most order workers that can
+    # share the work of one topic, since a partition has one consumer of the group at a time.
+    kafka_partitions: int = 6
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -394,6 +398,7 @@ class Settings:
             ("visitor_rate", _rate_problem(self.visitor_rate)),
             ("reconcile_grace_s", _duration_problem(self.reconcile_grace_s)),
             ("worker_batch", _range_problem(self.worker_batch, 1, 10_000)),
+            ("kafka_partitions", _range_problem(self.kafka_partitions, 1, 1_000)),
             ("trusted_proxies", _networks_problem(self.trusted_proxies)),
             ("trusted_user_header", _header_name_problem(self.trusted_user_header)),
             ("data_dir", _directory_problem(self.data_dir)),

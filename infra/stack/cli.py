@@ -37,6 +37,7 @@ from infra.stack import sales, storm
 from infra.stack.console import OWN_LOG, UpConsole, Urls
 from infra.stack.embedded import PostgresServer, TansuServer, ValkeyServer, start_embedded
 from infra.stack.supervisor import ChildSpec, Supervisor
+from infra.topics import ensure_topics
 from infra.web.logs import LOG_LEVELS, setup_logging
 
 logger = logging.getLogger("flashsale.cli")
@@ -54,6 +55,10 @@ WORKER_MODULES: tuple[str, ...] = ("shop.worker",)
 MIGRATE_MODULE = "shop.migrate"
 
 READY_TIMEOUT_S = 60.0
+# `--replicas N`: replica i (from 0) of each HTTP process listens on its port + i * this, so
+# one replica's four ports stay together (8000-8003, 8010-8013, ...).
+REPLICA_PORT_STEP = 10
+MAX_REPLICAS = 9
 EXTERNAL_CONNECT_TIMEOUT_S = 3.0  # an external server given by URL must accept a connection
 # A child that exits with these refused its settings (infra.web.serve.settings_at_edge): the
 # same settings would be refused again, so `flashsale up` stops at once instead of restarting.
@@ -70,6 +75,16 @@ _EXTERNAL = {
 }
 
 
+def _replicas(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_REPLICAS}")
+    return n
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -84,6 +99,8 @@ EXAMPLES = {
   flashsale up --demo                      # dev keys and a demo sale that opens in 20 s
   flashsale up --dev --log-level debug     # with APScheduler's, aiokafka's and alembic's lines
   flashsale up --dev | tee up.out          # not a terminal: READY first, JSON logs on stderr
+  flashsale up --demo --replicas 3         # three of every process: gates 8000/8010/8020, ...
+  flashsale up --redis-url redis+cluster://:pw@10.0.0.5:7000   # a Redis Cluster (any node)
   FLASHSALE_SECRET_KEYS=... FLASHSALE_ADMIN_KEY=... flashsale up --redis-url redis://r:6379/0""",
     "bench": """examples:
   flashsale bench --quick
@@ -146,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--trusted-proxies", type=_csv, help="comma-separated proxy addresses")
     up.add_argument("--dev", action="store_true", default=None, help="allow the built-in dev keys")
     up.add_argument("--demo", action="store_true", help="--dev plus a demo sale that opens soon")
+    up.add_argument(
+        "--replicas",
+        type=_replicas,
+        default=1,
+        help=f"run N of every process (1-{MAX_REPLICAS}); replica i listens on each port + "
+        f"{REPLICA_PORT_STEP} x i, and the gates take the shops in turn (1)",
+    )
     up.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
@@ -302,30 +326,54 @@ def _log_path(logs_dir: Path | None, name: str) -> Path | None:
     return logs_dir / f"{name}.log" if logs_dir is not None else None
 
 
+def replica_settings(settings: Settings, replicas: int) -> list[Settings]:
+    """The settings of each replica: its own ports, and the gates in front of every shop (unless
+    FLASHSALE_SHOP_URL names shops of its own)."""
+    ports = [field for _, field in APP_MODULES]
+    each = [
+        settings.replace(**{f: getattr(settings, f) + i * REPLICA_PORT_STEP for f in ports})
+        for i in range(replicas)
+    ]
+    if replicas > 1 and not settings.shop_upstream_url:
+        shops = ",".join(f"http://{_connect_host(r.host)}:{r.shop_port}" for r in each)
+        each = [r.replace(shop_upstream_url=shops) for r in each]
+    return each
+
+
+def _replica_name(module: str, i: int) -> str:
+    return module if i == 0 else f"{module}-{i + 1}"
+
+
 def app_children(
-    settings: Settings, env: Mapping[str, str], logs_dir: Path | None = None
+    settings: Settings,
+    env: Mapping[str, str],
+    logs_dir: Path | None = None,
+    replicas: int = 1,
 ) -> list[ChildSpec]:
-    """The app processes; with ``logs_dir``, each logs to ``<logs_dir>/<module>.log``
-    (otherwise to our stderr)."""
+    """The app processes, ``replicas`` of each (stateless: any replica serves any request);
+    with ``logs_dir``, each logs to ``<logs_dir>/<name>.log`` (otherwise to our stderr)."""
     specs = []
-    for module, port_field in APP_MODULES:
-        port = getattr(settings, port_field)
-        url = f"http://{_connect_host(settings.host)}:{port}/healthz"
-        argv = [sys.executable, "-m", module]
-        log = _log_path(logs_dir, module)
-        specs.append(
-            ChildSpec(
-                module, argv, env=env, probe=_healthz_probe(url), log_path=log,
-                final_exit_codes=FINAL_EXIT_CODES,
-            )
-        )  # fmt: skip
-    specs.extend(
-        ChildSpec(
-            m, [sys.executable, "-m", m], env=env, log_path=_log_path(logs_dir, m),
-            final_exit_codes=FINAL_EXIT_CODES,
-        )
-        for m in WORKER_MODULES
-    )  # fmt: skip
+    for i, replica in enumerate(replica_settings(settings, replicas)):
+        replica_env = {**env, **replica.to_env()}
+        for module, port_field in APP_MODULES:
+            port = getattr(replica, port_field)
+            url = f"http://{_connect_host(replica.host)}:{port}/healthz"
+            name = _replica_name(module, i)
+            specs.append(
+                ChildSpec(
+                    name, [sys.executable, "-m", module], env=replica_env,
+                    probe=_healthz_probe(url), log_path=_log_path(logs_dir, name),
+                    final_exit_codes=FINAL_EXIT_CODES,
+                )
+            )  # fmt: skip
+        for module in WORKER_MODULES:
+            name = _replica_name(module, i)
+            specs.append(
+                ChildSpec(
+                    name, [sys.executable, "-m", module], env=replica_env,
+                    log_path=_log_path(logs_dir, name), final_exit_codes=FINAL_EXIT_CODES,
+                )
+            )  # fmt: skip
     return specs
 
 
@@ -388,10 +436,11 @@ async def migrate_database(settings: Settings, logs_dir: Path | None = None) -> 
 
 
 async def start_apps(
-    supervisor: Supervisor, settings: Settings, logs_dir: Path | None = None
+    supervisor: Supervisor, settings: Settings, logs_dir: Path | None = None, replicas: int = 1
 ) -> None:
     env = _child_env(settings)
-    children = [await supervisor.add(spec) for spec in app_children(settings, env, logs_dir)]
+    specs = app_children(settings, env, logs_dir, replicas)
+    children = [await supervisor.add(spec) for spec in specs]
     await asyncio.gather(*(supervisor.wait_ready(c, READY_TIMEOUT_S) for c in children))
 
 
@@ -442,6 +491,7 @@ async def up(
     demo: bool = False,
     stop: asyncio.Event | None = None,
     view: UpConsole | None = None,
+    replicas: int = 1,
 ) -> int:
     """Run the platform until ``stop`` is set (SIGINT/SIGTERM); returns the exit code.
 
@@ -460,7 +510,10 @@ async def up(
         async def start_all() -> Settings:
             final = await start_infrastructure(supervisor, settings, embedded)
             await migrate_database(final, logs_dir)
-            await start_apps(supervisor, final, logs_dir)
+            # Before anything produces: a broker's auto-create would give each topic one
+            # partition, and one partition feeds one worker of the group at a time.
+            await ensure_topics(final.kafka_bootstrap, max(final.kafka_partitions, replicas))
+            await start_apps(supervisor, final, logs_dir, replicas)
             return final
 
         startup = asyncio.create_task(start_all())
@@ -509,7 +562,7 @@ def _run_up(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     embedded = embedded_wanted(args, env)
     try:
-        busy = ports_in_use(settings)
+        busy = [p for r in replica_settings(settings, args.replicas) for p in ports_in_use(r)]
     except ConfigError as exc:
         print(f"flashsale: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
@@ -568,7 +621,14 @@ def _run_up(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            return await up(settings, embedded=embedded, demo=args.demo, stop=stop, view=view)
+            return await up(
+                settings,
+                embedded=embedded,
+                demo=args.demo,
+                stop=stop,
+                view=view,
+                replicas=args.replicas,
+            )
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
