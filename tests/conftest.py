@@ -29,10 +29,12 @@ from redis.asyncio import Redis
 
 from infra.settings import Settings
 from infra.stack.embedded import EmbeddedStack
+from infra.topics import ensure_topics
 
 T = TypeVar("T")
 
 _START_TIMEOUT_S = 90.0
+TEST_PARTITIONS = 4
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -130,6 +132,9 @@ def kafka_bootstrap(_infra_loop: _InfraLoop) -> Iterator[str]:
         yield bootstrap
         return
     with _embedded(_infra_loop, "tansu", redis=False, database=False, kafka=True) as stack:
+        # As `flashsale up` does, before anything produces: several partitions, so that the
+        # consumer-group tests have something to share out (auto-created topics get one).
+        _infra_loop.run(ensure_topics(stack.kafka_bootstrap, TEST_PARTITIONS))
         yield stack.kafka_bootstrap
 
 
