@@ -32,6 +32,7 @@ from infra.stack.embedded import (
     start_embedded,
 )
 from infra.stack.supervisor import Child, ChildSpec, Supervisor
+from infra.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
@@ -163,6 +164,8 @@ class FaultPlatform:
         from shop.migrate import upgrade
 
         await upgrade(self.postgres.url)
+        # As `flashsale up` does, before anything produces (auto-created topics differ).
+        await ensure_topics(self.tansu.url, Settings().kafka_partitions)
         ports = {n: free_port() for n in ("queue", "scheduler-a", "scheduler-b", "shop", "gate")}
         self.settings = Settings.from_env(
             {},
