@@ -54,7 +54,11 @@ UPSTREAM_TIMEOUT = UpstreamTimeout(
 )
 # The shop's own "I cannot serve now" answers: passed on to the client, but they count
 # against the breaker like a refused connection.
-UPSTREAM_FAILURE_STATUSES = frozenset({502, 503, 504})
+# The shop's own 503 is an answer (it is alive, says why, and gives its Retry-After): passed
+# on, with no verdict on the shop. A PostgreSQL outage makes pay and cancel 503, and opening
+# the breaker on them would refuse every order too, which needs only Valkey and the broker.
+# Only a shop that does not answer (refused, timed out, or a 502/504 from between) opens it.
+UPSTREAM_FAILURE_STATUSES = frozenset({502, 504})
 
 
 def _access_token(request: Request, codec: TokenCodec, product_id: str) -> AccessToken:

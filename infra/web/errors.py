@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -233,6 +234,36 @@ async def _redis_down(request: Request, exc: Exception) -> Response:
     )
 
 
+# SQLSTATE classes of a database that is not there: connection exceptions, operator
+# intervention ("the database system is starting up"), insufficient resources.
+_DB_DOWN_SQLSTATES = ("08", "53", "57")
+
+
+def _database_down_error(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return sqlstate is None or sqlstate[:2] in _DB_DOWN_SQLSTATES
+    # The pool's own connect: refused or reset (OSError as a whole would hide real bugs).
+    return isinstance(exc, ConnectionError)
+
+
+async def _database_down(request: Request, exc: Exception) -> Response:
+    """PostgreSQL not answering (pay, cancel, reading an order, the admin's figures): the same
+    answer as a Redis that is down, never a 500 with a traceback (API.md)."""
+    if not _database_down_error(exc):
+        # A real bug, not an outage. Starlette logs only what reaches its `Exception` handler.
+        log.error("unexpected error", exc_info=exc)
+        return await _unexpected(request, exc)
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return error_response(
+        Unavailable(
+            "the order store is not answering; try again shortly", headers={"Retry-After": "1"}
+        )
+    )
+
+
 async def _gone(request: Request, exc: Exception) -> Response:
     # The client left (or the server cut a request that trickled in too slowly) while its body
     # was being read: nobody is there to read an answer, and it is no error of ours to log.
@@ -251,6 +282,8 @@ def exception_handlers() -> dict[Any, Any]:
         ClientDisconnect: _gone,
         RedisConnectionError: _redis_down,
         RedisTimeoutError: _redis_down,
+        DBAPIError: _database_down,
+        ConnectionError: _database_down,  # ConnectionRefusedError from the pool's connect
         Exception: _unexpected,
     }
 

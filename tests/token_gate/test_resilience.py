@@ -54,10 +54,10 @@ async def half_open(gate: httpx.AsyncClient) -> None:
 async def test_failing_shop_opens_the_breaker_which_then_spares_it(
     guarded: httpx.AsyncClient, upstream: Upstream
 ) -> None:
-    upstream.status = 503
+    upstream.status = 502  # a proxy between says the shop does not answer
     for _ in range(3):
         reply = await guarded.get("/products/shoe-1")
-        assert reply.status_code == 503  # the shop's own answer, passed on
+        assert reply.status_code == 502  # that answer, passed on
         assert reply.json() == {"hits": upstream.hits}
     assert upstream.hits == 3
     assert await breaker_state(guarded) == "open"
@@ -69,11 +69,11 @@ async def test_failing_shop_opens_the_breaker_which_then_spares_it(
     assert upstream.hits == 3  # answered by the gate alone
     metrics = (await guarded.get("/metrics")).text
     assert metric(metrics, "flashsale_gate_upstream_rejected_total") == 10
-    assert metric(metrics, "flashsale_gate_upstream_errors_total", cause="status_503") == 3
+    assert metric(metrics, "flashsale_gate_upstream_errors_total", cause="status_502") == 3
 
     # After the cool-down one probe goes through; the shop still fails, so it opens again.
     await half_open(guarded)
-    assert (await guarded.get("/products/shoe-1")).status_code == 503
+    assert (await guarded.get("/products/shoe-1")).status_code == 502
     assert upstream.hits == 4
     assert await breaker_state(guarded) == "open"
     assert_error(await guarded.get("/products/shoe-1"), 503, "upstream_unavailable")
@@ -87,6 +87,18 @@ async def test_failing_shop_opens_the_breaker_which_then_spares_it(
     for _ in range(5):
         assert (await guarded.get("/products")).status_code == 200
     assert upstream.hits == 10
+
+
+async def test_the_shops_own_503_is_passed_on_without_opening_the_breaker(
+    guarded: httpx.AsyncClient, upstream: Upstream
+) -> None:
+    # The shop answers, and says it cannot do this now (its database is down, say): orders,
+    # which need only Valkey and the broker, must still reach it.
+    upstream.status = 503
+    for _ in range(10):
+        assert (await guarded.get("/products/shoe-1")).status_code == 503
+    assert upstream.hits == 10
+    assert await breaker_state(guarded) == "closed"
 
 
 async def test_only_one_probe_while_half_open(
