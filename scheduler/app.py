@@ -18,6 +18,7 @@ from infra.web.app import JSONResponse, build_app
 from infra.web.metrics import Labels, Metrics
 from scheduler.admission import Admissions
 from scheduler.jobs import SaleJobs
+from scheduler.openapi import SCHEDULER_API
 from token_gate.codec import TokenCodec
 
 
@@ -54,4 +55,4 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    return build_app(routes, lifespan, metrics)
+    return build_app(routes, lifespan, metrics, openapi=SCHEDULER_API)
