@@ -2,14 +2,13 @@
 own uvicorn on a loopback port, on the session's Valkey, PostgreSQL and tansu, with keys of
 its own (not the dev defaults) and a retired key still listed for rotation.
 
-Attacks go over HTTP to those ports, exactly as a client on the network would send them.
+Attacks go over HTTP to those ports, exactly as a client on the network would send them,
+to the production server (tests.support.serving: its protocol, no proxy headers).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,17 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from redis.asyncio import Redis
-from starlette.applications import Starlette
 
 from infra.constants import HEADER_GATE_SECRET
 from infra.sale.keys import SaleKeys
 from infra.settings import Settings
-from infra.web.serve import uvicorn_options
 from queue_server.app import create_app as create_queue
 from shop.app import create_app as create_shop
-from tests.support import new_sale
+from tests.support import new_sale, serving
 from token_gate.app import create_app as create_gate
 from token_gate.codec import TokenCodec
 
@@ -72,41 +68,14 @@ def security_settings(stack_settings: Settings, **changes: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def deployed(app: Starlette, settings: Settings) -> AsyncIterator[str]:
-    """`app` under uvicorn as every HTTP process runs it (infra.web.serve's options: its own
-    protocol and limits, no proxy headers), on a loopback socket bound before the start;
-    yields the base URL.
-
-    Not tests.support.serving: that one keeps uvicorn's default proxy_headers=True, which
-    believes X-Forwarded-For from 127.0.0.1, and every attacker here is on 127.0.0.1."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    options = uvicorn_options(settings, sock.getsockname()[1])
-    options.update(log_level="warning", lifespan="on")
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                await task  # raises why it could not start
-                raise AssertionError("uvicorn stopped before it started")
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-@contextlib.asynccontextmanager
 async def platform_of(settings: Settings) -> AsyncIterator[Platform]:
     shop_app = create_shop(settings)
-    async with deployed(shop_app, settings) as shop_url:
+    async with serving(shop_app) as shop_url:
         await shop_app.state.ctx.producer.wait_connected(30)
         gate_settings = settings.replace(shop_upstream_url=shop_url)
-        async with deployed(create_gate(gate_settings), gate_settings) as gate_url:
+        async with serving(create_gate(gate_settings)) as gate_url:
             queue_settings = settings.replace(public_gate_url=gate_url)
-            async with deployed(create_queue(queue_settings), queue_settings) as queue_url:
+            async with serving(create_queue(queue_settings)) as queue_url:
                 yield Platform(settings, queue_url, gate_url, shop_url)
 
 

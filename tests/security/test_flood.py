@@ -19,8 +19,9 @@ from redis.asyncio import Redis
 
 from infra.settings import Settings
 from queue_server.app import create_app as create_queue
-from tests.security.conftest import deployed, open_sale, security_settings
+from tests.security.conftest import open_sale, security_settings
 from tests.shop.helpers import assert_error
+from tests.support import serving
 
 RATE = 2  # joins per second per address; the burst is 5x (API.md)
 BURST = 5 * RATE
@@ -28,7 +29,7 @@ BURST = 5 * RATE
 
 @contextlib.asynccontextmanager
 async def _queue(settings: Settings) -> AsyncIterator[str]:
-    async with deployed(create_queue(settings), settings) as url:
+    async with serving(create_queue(settings)) as url:
         yield url
 
 
