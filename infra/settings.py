@@ -409,6 +409,14 @@ class Settings:
         for name, problem in problems:
             if problem is not None:
                 raise _refuse(name, problem)
+        if self.trusted_user_header and not self.trusted_proxies:
+            # From anyone but the upstream that sets it, the header is a claim: it would hand
+            # the named user's place and access token to whoever sends it.
+            raise _refuse(
+                "trusted_user_header",
+                "needs FLASHSALE_TRUSTED_PROXIES: the addresses of the upstream that sets it "
+                "(from anyone else the header is not believed)",
+            )
         if self.dev:
             return
         if not self.secret_keys or DEV_SECRET_KEY in self.secret_keys:

@@ -49,9 +49,11 @@ def _presented_ticket(request: Request, product_id: str) -> str | None:
 
 
 def _trusted_user(ctx: QueueContext, request: Request) -> str | None:
-    """The visitor id of a user named by the trusted upstream header, if one is configured."""
+    """The visitor id of a user named by the trusted upstream header, if one is configured
+    and the request came from that upstream (a trusted proxy): from anyone else the header is
+    only a claim, and believing it would hand them the user's place and access token."""
     header = ctx.settings.trusted_user_header
-    if not header:
+    if not header or not ctx.client_address.from_trusted_proxy(request):
         return None
     user = request.headers.get(header, "").strip()
     if not user or len(user) > TRUSTED_USER_MAX_CHARS or not user.isprintable():

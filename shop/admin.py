@@ -22,7 +22,12 @@ def _require_admin(request: Request) -> ShopContext:
     ctx = shop_context(request)
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     expected = ctx.settings.admin_key.encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), expected):
+    # An unset key opens nothing: compare_digest(b"", b"") is True.
+    if (
+        not expected
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(key.strip().encode(), expected)
+    ):
         raise errors.Unauthorized("send the admin key as `Authorization: Bearer <key>`")
     return ctx
 

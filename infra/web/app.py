@@ -111,6 +111,13 @@ class ClientAddress:
             return False
         return any(ip in net for net in self._trusted)
 
+    def from_trusted_proxy(self, request: Request) -> bool:
+        """Whether the peer itself is one of the trusted proxies: the upstream whose headers
+        are believed (X-Forwarded-For, the trusted user header)."""
+        return bool(self._trusted) and self._is_trusted(
+            request.client.host if request.client else ""
+        )
+
     def __call__(self, request: Request) -> str:
         peer = request.client.host if request.client else "unknown"
         if not self._trusted or not self._is_trusted(peer):

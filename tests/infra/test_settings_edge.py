@@ -56,6 +56,7 @@ REFUSED = [
     ({"FLASHSALE_LOG_LEVEL": "loud"}, "FLASHSALE_LOG_LEVEL (--log-level)", "debug"),
     ({"FLASHSALE_TRUSTED_PROXIES": "10.0.0.0/8,proxy"}, "FLASHSALE_TRUSTED_PROXIES", "network"),
     ({"FLASHSALE_TRUSTED_USER_HEADER": "X-User Id"}, "FLASHSALE_TRUSTED_USER_HEADER", "header"),
+    ({"FLASHSALE_TRUSTED_USER_HEADER": "X-User-Id"}, "FLASHSALE_TRUSTED_USER_HEADER", "PROXIES"),
     ({"FLASHSALE_DATA_DIR": __file__}, "FLASHSALE_DATA_DIR (--data-dir)", "not a directory"),
     ({"FLASHSALE_DATA_DIR": "a\x00b"}, "FLASHSALE_DATA_DIR", "NUL"),
     ({"FLASHSALE_ADMIN_KEY": "k" * 20 + "\n"}, "FLASHSALE_ADMIN_KEY", "control"),
@@ -89,7 +90,9 @@ def test_a_bad_setting_is_one_line_naming_it(
         {"FLASHSALE_SHOP_URL": "https://shop.internal:8443/base"},
         {"FLASHSALE_LOG_LEVEL": "WARNING"},
         {"FLASHSALE_DEV": "yes", "FLASHSALE_VISITOR_RATE": "0"},
-        {"FLASHSALE_TRUSTED_USER_HEADER": "X-User-Id"},
+        {"FLASHSALE_TRUSTED_USER_HEADER": "X-User-Id", "FLASHSALE_TRUSTED_PROXIES": "10.0.0.0/8"},
+        {"FLASHSALE_SHOP_URL": "http://shop-1:8002,http://shop-2:8002"},
+        {"FLASHSALE_REDIS_URL": "redis+cluster://:pw@node-1:7000"},
     ],
 )
 def test_good_settings_pass(env: dict[str, str]) -> None:

@@ -320,7 +320,12 @@ async def test_a_trusted_user_holds_one_place(redis_url: str, redis: Redis) -> N
     from infra.settings import Settings
 
     settings = Settings.from_env(
-        {}, dev=True, redis_url=redis_url, join_rate_per_ip=0, trusted_user_header="X-User-Id"
+        {},
+        dev=True,
+        redis_url=redis_url,
+        join_rate_per_ip=0,
+        trusted_user_header="X-User-Id",
+        trusted_proxies=("203.0.113.7",),  # the in-process client's address: the upstream
     )
     keys = await new_sale(redis, max_active=1)
     async with running(create_app(settings)) as client:

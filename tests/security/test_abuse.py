@@ -235,9 +235,6 @@ async def test_admin_calls_without_the_key_are_401_and_change_nothing(
     assert_error(through, 404, "not_found")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="an empty admin key matches an empty Bearer: /tmp/notes/9D-requests.md"
-)
 async def test_an_unset_admin_key_opens_nothing(
     client: httpx.AsyncClient, stack_settings: Settings
 ) -> None:

@@ -111,10 +111,6 @@ async def test_one_user_never_orders_beyond_the_limit_even_in_parallel(
     assert await stock_left(client, platform, pid) == 28
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the queue server believes the user header from any peer: /tmp/notes/9D-requests.md",
-)
 async def test_the_user_header_from_an_untrusted_peer_is_not_believed(
     platform: Platform, redis: Redis
 ) -> None:
