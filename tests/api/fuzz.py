@@ -134,7 +134,7 @@ def run(target: Target) -> Report:
         # Every failure of every operation, reported together (schemathesis' FailureGroup is
         # a BaseExceptionGroup).
         except (Exception, BaseExceptionGroup) as exc:
-            report.failures.append(f"{op.label} (seed {target.seed}):\n{exc}")
+            report.failures.append(f"{op.label} (seed {target.seed}):\n{_explained(exc)}")
     report.seconds = time.monotonic() - start
     return report
 
@@ -184,3 +184,12 @@ def _fuzzer(
             before[0] = after
 
     return fuzz_operation
+
+
+def _explained(exc: BaseException) -> str:
+    """The failure and, for a group (hypothesis's "unreliable results", a check's several
+    findings), each failure inside it: the group's own text names only how many there are."""
+    lines = [str(exc)]
+    for inner in getattr(exc, "exceptions", ()):
+        lines.append(f"  - {type(inner).__name__}: {_explained(inner)}")
+    return "\n".join(lines)
