@@ -15,7 +15,7 @@ from infra.web.openapi import (
     Schema,
     document,
     error,
-    metrics,
+    metrics_path,
     ok,
     operation,
     text,
@@ -185,14 +185,7 @@ PATHS: dict[str, dict[str, Any]] = {
             tags=["operations"],
         )
     },
-    "/metrics": {
-        "get": operation(
-            "getMetrics",
-            "Prometheus text format.",
-            metrics(),
-            tags=["operations"],
-        )
-    },
+    "/metrics": metrics_path(),
 }
 
 QUEUE_API = document(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.web.openapi import document, metrics, ok, operation, unavailable
+from infra.web.openapi import document, metrics_path, ok, operation, unavailable
 
 SCHEDULER_API = document(
     "flashsale scheduler (health and metrics)",
@@ -28,14 +28,7 @@ SCHEDULER_API = document(
                 tags=["operations"],
             )
         },
-        "/metrics": {
-            "get": operation(
-                "getMetrics",
-                "Prometheus text format.",
-                metrics(),
-                tags=["operations"],
-            )
-        },
+        "/metrics": metrics_path(),
     },
     tags=[{"name": "operations", "description": "Health, metrics, this document."}],
 )

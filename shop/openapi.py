@@ -22,7 +22,7 @@ from infra.web.openapi import (
     document,
     error,
     header_param,
-    metrics,
+    metrics_path,
     ok,
     operation,
     path_param,
@@ -317,14 +317,7 @@ OPERATIONS_PATHS: dict[str, dict[str, Any]] = {
             tags=["operations"],
         )
     },
-    "/metrics": {
-        "get": operation(
-            "getMetrics",
-            "Prometheus text format.",
-            metrics(),
-            tags=["operations"],
-        )
-    },
+    "/metrics": metrics_path(),
 }
 
 SECURITY_SCHEMES = {

@@ -16,7 +16,7 @@ from infra.web.openapi import (
     SET_COOKIE,
     document,
     error,
-    metrics,
+    metrics_path,
     operation,
     text,
 )
@@ -143,14 +143,7 @@ PATHS: dict[str, dict[str, Any]] = {
             tags=["operations"],
         )
     },
-    "/metrics": {
-        "get": operation(
-            "getMetrics",
-            "Prometheus text format.",
-            metrics(),
-            tags=["operations"],
-        )
-    },
+    "/metrics": metrics_path(),
 }
 
 GATE_API = document(

@@ -158,6 +158,13 @@ NOT_FOUND = error("No such resource (a malformed id is as unknown as a missing o
 INVALID = error("The request is not valid.", "invalid_request")
 
 
+def metrics_path() -> dict[str, Any]:
+    """``/metrics``, the same on every process."""
+    return {
+        "get": operation("getMetrics", "Prometheus text format.", metrics(), tags=["operations"])
+    }
+
+
 def path_param(name: str, schema: Schema, description: str = "") -> dict[str, Any]:
     param = {"name": name, "in": "path", "required": True, "schema": schema}
     if description:

@@ -60,13 +60,8 @@ def redis_url(cluster_url: str) -> str:
 
 
 @pytest.fixture
-async def redis(cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = create_redis(cluster_url)
-    assert isinstance(client, RedisCluster)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+async def redis(cluster: RedisCluster) -> RedisCluster:
+    return cluster
 
 
 @pytest.fixture(scope="session")
