@@ -101,6 +101,21 @@ async def test_fuzz_queue_api(stack_settings: Settings, redis: Redis, budget: Bu
     _check(report)
 
 
+async def _quiet(redis: Redis, engine: AsyncEngine, timeout_s: float = 30.0) -> None:
+    """Until the stores stop moving: the setup's orders and payment leave work for the shop's
+    background jobs (the outbox relay marks the payment's event sent), and a write of theirs
+    during a refused request reads as that request's write."""
+    deadline = time.monotonic() + timeout_s
+    before = await store_state(redis, engine)
+    while True:
+        await asyncio.sleep(1.0)
+        now = await store_state(redis, engine)
+        if now == before:
+            return
+        assert time.monotonic() < deadline, "the stores never came to rest"
+        before = now
+
+
 @pytest.mark.timeout(1800)  # a backstop: Budget.deadline_s bounds the run
 async def test_fuzz_shop_api_through_the_gate(
     stack_settings: Settings, redis: Redis, engine: AsyncEngine, budget: Budget
@@ -124,6 +139,7 @@ async def test_fuzz_shop_api_through_the_gate(
                 ]
                 paid = f"/products/{open_id}/orders/{orders[0]['order_id']}/pay"
                 assert (await client.post(paid, json={"card": "4242424242424242"})).is_success
+            await _quiet(redis, engine)
             target = fuzz.Target(
                 schema=schemathesis.openapi.from_dict(served_document(GATE_API)),
                 base_url=url,
@@ -198,6 +214,7 @@ async def test_fuzz_shop_api_as_the_shop_serves_it(
     async with serving_shop(quiet) as url:
         async with httpx.AsyncClient(base_url=url, headers={**secret, **identity}) as client:
             placed = await client.post(f"/products/{sales['open']}/orders", json={"quantity": 2})
+        await _quiet(redis, engine)
         target = fuzz.Target(
             schema=schemathesis.openapi.from_dict(
                 document(
