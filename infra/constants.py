@@ -18,6 +18,8 @@ SALES_KEY = "fs:sales"  # set of every product id that has a sale (the catalog's
 QUEUE_MODE_FIFO = "fifo"
 QUEUE_MODE_SHUFFLE = "shuffle_prequeue"
 QUEUE_MODES = (QUEUE_MODE_FIFO, QUEUE_MODE_SHUFFLE)
+# API.md's sale states (the scheduler's flashsale_scheduler_sale_state{state} series).
+SALE_STATES = ("scheduled", "prequeue", "open", "sold_out", "closed", "paused")
 
 # --- Token kinds: one itsdangerous salt each, so one kind never verifies as another ----------
 TICKET_SALT = "flashsale.queue-ticket.v1"

@@ -32,6 +32,7 @@ async def healthz(request: Request) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     metrics = Metrics("flashsale_queue")
+    metrics.counter("joins_total", "Joins per sale (created: a new place)", ["product", "created"])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -167,7 +167,7 @@ async def join(request: Request) -> Response:
         ctx.metrics.inc("passthrough_total")
     if reply.state in ("passthrough", "admitting"):
         reply = await _complete_admission(ctx, keys, visitor, reply)
-    ctx.metrics.inc("joins_total", created=str(created).lower())
+    ctx.metrics.inc("joins_total", product=keys.product_id, created="true" if created else "false")
     ticket = ctx.codec.mint_ticket(visitor, keys.product_id)
     return _respond(ctx, keys, visitor, reply, 201 if created else 200, ticket)
 

@@ -19,6 +19,7 @@ from infra.web.metrics import Labels, Metrics
 from scheduler.admission import Admissions
 from scheduler.jobs import SaleJobs
 from scheduler.openapi import SCHEDULER_API
+from scheduler.sale_metrics import SaleMetrics
 from token_gate.codec import TokenCodec
 
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings) -> Starlette:
             return {(): float(len(jobs.sale_ids))}
 
         metrics.gauge("live_sales", "Sales with scheduled jobs", live_sales)
+        SaleMetrics(redis, admissions.scripts, jobs).register(metrics)
         app.state.redis, app.state.jobs = redis, jobs
         async with jobs:  # stops the jobs however the app ends
             yield

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.constants import TOPIC_ORDER_DLQ, TOPIC_ORDER_PLACED
 from infra.sale.keys import SaleKeys
-from infra.web.metrics import Metrics
+from infra.web.metrics import Labels, Metrics
 from shop import dlq, order_store
 from shop.producer import EventProducer
 from shop.reservations import Reservations
@@ -57,6 +58,10 @@ def is_transient(exc: BaseException) -> bool:
         return sqlstate is None or sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
     return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
+
+# Messages per stored batch, and seconds per batch (store, dead letters, marking in Redis).
+BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1_000, 2_000, 5_000, 10_000)
+BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # An offset commit normally takes milliseconds; one that has not ended after this long will not.
 COMMIT_TIMEOUT_S = 2.0
@@ -143,8 +148,18 @@ class OrderConsumer:
         self.producer = producer
         self.metrics = metrics
         self._stuck_commits = 0
-        metrics.counter("orders_stored_total", "order.placed messages stored in PostgreSQL")
-        metrics.counter("dead_letters_total", "Messages sent to the dead-letter topic")
+        self._consumer: AIOKafkaConsumer | None = None  # the one consuming now (for lag())
+        metrics.counter("orders_stored_total", "order.placed messages stored in PostgreSQL", [])
+        metrics.counter("dead_letters_total", "Messages sent to the dead-letter topic", [])
+        metrics.histogram("batch_size", "Messages per consumed batch", BATCH_SIZE_BUCKETS)
+        metrics.histogram(
+            "batch_duration_seconds", "Time to store one consumed batch", BATCH_SECONDS_BUCKETS
+        )
+        metrics.gauge(
+            "kafka_consumer_lag",
+            "Messages of order.placed not yet committed, per partition this worker holds",
+            self.lag,
+        )
 
     async def run(self) -> None:
         """Consume until cancelled; a consumer that got stuck is replaced by a new one."""
@@ -180,6 +195,7 @@ class OrderConsumer:
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         )
         await consumer.start()
+        self._consumer = consumer
         line = CommitLine()
         try:
             while True:
@@ -200,6 +216,7 @@ class OrderConsumer:
                 if offsets := line.stored():
                     await self._commit(consumer, offsets)  # only now: these are stored
         finally:
+            self._consumer = None
             await line.cancel()
             try:
                 # Bounded: a consumer that is stuck may not leave its group cleanly either.
@@ -233,7 +250,29 @@ class OrderConsumer:
             # and one more rejoin.
             log.warning("offsets not committed: the group rebalanced; they come again")
 
+    async def lag(self) -> dict[Labels, float]:
+        """Per partition this worker holds: the end offset minus the committed one, i.e. the
+        orders that wait in Kafka (batches being stored count until their commit)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        partitions = sorted(consumer.assignment())
+        if not partitions:
+            return {}
+        # Three round trips to the broker, bounded by the scrape's own timeout (Metrics).
+        ends = await consumer.end_offsets(partitions)
+        committed = await asyncio.gather(*(consumer.committed(tp) for tp in partitions))
+        never = [tp for tp, c in zip(partitions, committed, strict=True) if c is None]
+        starts = await consumer.beginning_offsets(never) if never else {}
+        return {
+            (("topic", tp.topic), ("partition", str(tp.partition))): float(
+                max(0, ends[tp] - (starts[tp] if c is None else c))
+            )
+            for tp, c in zip(partitions, committed, strict=True)
+        }
+
     async def handle(self, messages: list[ConsumerRecord[bytes, bytes]]) -> None:
+        started = time.perf_counter()
         letters = []
         for message in messages:
             try:
@@ -255,6 +294,8 @@ class OrderConsumer:
             await self._mark_stored(SaleKeys(product_id), order_ids)
         self.metrics.inc("orders_stored_total", len(letters) - len(dead))
         self.metrics.inc("dead_letters_total", len(dead))
+        self.metrics.observe("batch_size", len(messages))
+        self.metrics.observe("batch_duration_seconds", time.perf_counter() - started)
 
     async def _mark_stored(self, keys: SaleKeys, order_ids: list[str]) -> None:
         """Waits out a Redis that is away (restarting, replaying its AOF): the batch is in

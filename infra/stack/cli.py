@@ -1,7 +1,7 @@
 """The ``flashsale`` command: ``flashsale up`` runs the whole platform on one machine.
 
 Unless URLs are given, it first starts the embedded Valkey, PostgreSQL and tansu under
-``--data-dir``; then the four app processes; prints one READY line when every /healthz answers;
+``--data-dir``; then the five app processes; prints one READY line when every /healthz answers;
 and stops everything it started, in reverse order, on SIGINT/SIGTERM.
 
 On a terminal it draws a live console (infra/stack/console.py) and every process logs to its
@@ -42,21 +42,21 @@ from infra.web.logs import LOG_LEVELS, setup_logging
 
 logger = logging.getLogger("flashsale.cli")
 
-# (module, settings field of its port): the HTTP processes, started in this order.
+# (module, settings field of its port): the app processes, started in this order, each ready
+# once its /healthz answers (the order worker's port serves only /healthz and /metrics).
 APP_MODULES: tuple[tuple[str, str], ...] = (
     ("queue_server", "queue_port"),
     ("scheduler", "scheduler_port"),
     ("shop", "shop_port"),
     ("token_gate", "gate_port"),
+    ("shop.worker", "worker_port"),
 )
-# Processes without an HTTP port (the order worker goes here); ready once spawned.
-WORKER_MODULES: tuple[str, ...] = ("shop.worker",)
 # Run to completion after PostgreSQL answers and before the apps start: the schema migrations.
 MIGRATE_MODULE = "shop.migrate"
 
 READY_TIMEOUT_S = 60.0
 # `--replicas N`: replica i (from 0) of each HTTP process listens on its port + i * this, so
-# one replica's four ports stay together (8000-8003, 8010-8013, ...).
+# one replica's five ports stay together (8000-8004, 8010-8014, ...).
 REPLICA_PORT_STEP = 10
 MAX_REPLICAS = 9
 EXTERNAL_CONNECT_TIMEOUT_S = 3.0  # an external server given by URL must accept a connection
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--queue-port", type=int)
     up.add_argument("--shop-port", type=int)
     up.add_argument("--scheduler-port", type=int)
+    up.add_argument("--worker-port", type=int, help="the order worker's /healthz and /metrics")
     up.add_argument("--admin-key", help="bearer key of the admin API")
     up.add_argument("--data-dir", type=Path, help="embedded servers' data (default .flashsale)")
     up.add_argument("--redis-url", help="use this Redis instead of the embedded Valkey")
@@ -197,6 +198,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Sett
             "queue_port",
             "shop_port",
             "scheduler_port",
+            "worker_port",
             "admin_key",
             "redis_url",
             "database_url",
@@ -364,14 +366,6 @@ def app_children(
                     name, [sys.executable, "-m", module], env=replica_env,
                     probe=_healthz_probe(url), log_path=_log_path(logs_dir, name),
                     final_exit_codes=FINAL_EXIT_CODES,
-                )
-            )  # fmt: skip
-        for module in WORKER_MODULES:
-            name = _replica_name(module, i)
-            specs.append(
-                ChildSpec(
-                    name, [sys.executable, "-m", module], env=replica_env,
-                    log_path=_log_path(logs_dir, name), final_exit_codes=FINAL_EXIT_CODES,
                 )
             )  # fmt: skip
     return specs

@@ -2,24 +2,42 @@
 
 One registry per ``Metrics`` (per app instance, not the library's global one), so that the
 tests' many apps in one process never collide, and each process exposes only its own
-families. Every process runs one uvicorn worker, so no multiprocess mode is needed: a process
-that ran several workers would need ``PROMETHEUS_MULTIPROC_DIR``.
+families.
 
-- ``inc(name, **labels)``: a counter, made on first use with the label names of that call
-  (``counter(name, help)`` gives it its help text beforehand).
+**One uvicorn worker per process.** Every flashsale process runs a single worker (one event
+loop), so the in-process registry holds the whole process's figures. A deployment that runs
+several workers per process (``uvicorn --workers N``, gunicorn) must set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory of its own for that process group, as
+prometheus-client asks: the library then keeps counters and histograms in files there, and a
+scrape of any worker adds up every worker's (``MultiProcessCollector``). The gauges read at
+scrape time (below) come from the stores, so any worker gives the same figure; the one gauge
+of a worker's own memory, the gate's circuit breaker, is then the scraped worker's.
+
+- ``counter(name, help, labels)``: a counter; with ``labels`` it is made now, so its family
+  is in every scrape from the start (a label-less one shows 0) rather than after its first
+  event. ``inc(name, value, **labels)`` counts, through a child cached per label values (a
+  counter never named beforehand is made on first use with that call's label names).
+- ``histogram(name, help, buckets, labels)`` and ``observe(name, value, **labels)``.
 - ``observe_request(method, route, status, seconds)``: every HTTP response, by route template
   (``/queue/{product_id}/status``, never the raw path: bounded cardinality), with a latency
   histogram.
-- ``gauge(name, help, reader)``: values read at scrape time by an async reader (a Redis call,
-  say), returned as ``{labels: value}``.
+- ``gauge(name, help, reader)`` and ``scraped_counter(name, help, reader)``: values read at
+  scrape time by an async reader (a Redis or PostgreSQL call), returned as
+  ``{labels: value}``; ``before_scrape(reader)`` runs first, for a reading that several
+  families share. A scraped counter is a running total the store keeps (a sale's
+  abandoned places, say): exact across replicas and restarts, which an in-process counter
+  is not.
 
-Names follow Prometheus conventions: ``_total`` for counters, units in the name.
+Names follow Prometheus conventions: ``_total`` for counters, units in the name. Labels are
+bounded: a route template, a status, a reason from a fixed set, a partition, and ``product``
+on the per-sale families only; never a visitor, ticket, token or order id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,8 +45,10 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    values,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,20 +60,35 @@ GaugeReader = Callable[[], Awaitable[dict[Labels, float]]]
 # Seconds. A poll takes about a millisecond; the top buckets catch a stalled store.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 UNMATCHED_ROUTE = "unmatched"  # a path no route took (a 404): one series, whatever the path
+# Each reading at scrape time: Prometheus gives up on a scrape after 10 s by default, and a
+# store that does not answer must cost its own families, not the whole scrape.
+READ_TIMEOUT_S = 2.0
 
 
-class _ScrapedGauges(Collector):
-    """The gauges' values of the scrape in progress (their readers are async; a collector
-    is not): ``Metrics.endpoint`` reads them all, then the registry renders them."""
+def multiprocess_mode() -> bool:
+    """Whether prometheus-client keeps its values in PROMETHEUS_MULTIPROC_DIR's files. The
+    library decides once, at import, from the environment; we follow it rather than read the
+    variable a second time (and disagree with it)."""
+    return values.ValueClass is not values.MutexValue
+
+
+class _Scraped(Collector):
+    """The values read at scrape time, for the scrape in progress (their readers are async; a
+    collector is not): ``Metrics.render`` reads them all, then the registry renders them."""
 
     def __init__(self) -> None:
         self.help: dict[str, str] = {}
+        self.counters: set[str] = set()
         self.values: dict[str, dict[Labels, float]] = {}
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         for name, series in self.values.items():
             label_names = [k for k, _ in next(iter(series))] if series else []
-            family = GaugeMetricFamily(name, self.help[name], labels=label_names)
+            family: GaugeMetricFamily | CounterMetricFamily
+            if name in self.counters:
+                family = CounterMetricFamily(name, self.help[name], labels=label_names)
+            else:
+                family = GaugeMetricFamily(name, self.help[name], labels=label_names)
             for labels, value in series.items():
                 family.add_metric([v for _, v in labels], value)
             yield family
@@ -63,11 +98,17 @@ class Metrics:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.registry = CollectorRegistry(auto_describe=False)
+        self._multiprocess = multiprocess_mode()
         self._help: dict[str, str] = {}
         self._counters: dict[str, Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
+        # (name, label values...) -> the labelled child: labels() takes a lock and builds a
+        # tuple on every call, about a microsecond, which the hot paths would pay per request.
+        self._children: dict[tuple[str, ...], Counter | Histogram] = {}
         self._readers: dict[str, GaugeReader] = {}
-        self._gauges = _ScrapedGauges()
-        self.registry.register(self._gauges)
+        self._before_scrape: list[Callable[[], Awaitable[None]]] = []
+        self._scraped = _Scraped()
+        self.registry.register(self._scraped)
         self._requests = Counter(
             f"{namespace}_http_requests_total",
             "HTTP responses by method, route template and status",
@@ -81,24 +122,43 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        # The labelled children of the hot routes, looked up once: labels() takes a lock and
-        # builds a tuple on every call, a microsecond a poll.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
-    def counter(self, name: str, help_text: str) -> None:
-        self._help[f"{self.namespace}_{name}"] = help_text
+    def counter(self, name: str, help_text: str, labels: Sequence[str] | None = None) -> None:
+        full = f"{self.namespace}_{name}"
+        self._help[full] = help_text
+        if labels is not None and full not in self._counters:
+            self._counters[full] = Counter(full, help_text, list(labels), registry=self.registry)
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        key = (name, *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            full = f"{self.namespace}_{name}"
+            counter = self._counters.get(full)
+            if counter is None:
+                counter = self._counters[full] = Counter(
+                    full, self._help.get(full, full), list(labels), registry=self.registry
+                )
+            child = self._children[key] = counter.labels(**labels) if labels else counter
+        child.inc(value)  # type: ignore[union-attr]
+
+    def histogram(
+        self, name: str, help_text: str, buckets: Sequence[float], labels: Sequence[str] = ()
+    ) -> None:
         full = f"{self.namespace}_{name}"
-        counter = self._counters.get(full)
-        if counter is None:
-            counter = self._counters[full] = Counter(
-                full, self._help.get(full, full), sorted(labels), registry=self.registry
+        if full not in self._histograms:
+            self._histograms[full] = Histogram(
+                full, help_text, list(labels), buckets=tuple(buckets), registry=self.registry
             )
-        if labels:
-            counter.labels(**labels).inc(value)
-        else:
-            counter.inc(value)
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        key = ("histogram", name, *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            histogram = self._histograms[f"{self.namespace}_{name}"]
+            child = self._children[key] = histogram.labels(**labels) if labels else histogram
+        child.observe(value)  # type: ignore[union-attr]
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One HTTP response (RequestMetricsMiddleware, and the hot routes that bypass it)."""
@@ -114,18 +174,44 @@ class Metrics:
 
     def gauge(self, name: str, help_text: str, reader: GaugeReader) -> None:
         full = f"{self.namespace}_{name}"
-        self._gauges.help[full] = help_text
+        self._scraped.help[full] = help_text
         self._readers[full] = reader
 
+    def scraped_counter(self, name: str, help_text: str, reader: GaugeReader) -> None:
+        """A counter whose running total a store keeps; ``name`` ends in ``_total``."""
+        full = f"{self.namespace}_{name}"
+        self._scraped.help[full] = help_text
+        self._scraped.counters.add(full)
+        self._readers[full] = reader
+
+    def before_scrape(self, reader: Callable[[], Awaitable[None]]) -> None:
+        """Run `reader` at the start of every scrape, before the gauges' readers: one reading
+        that several families share (they then agree with each other, and cost one round)."""
+        self._before_scrape.append(reader)
+
     async def render(self) -> bytes:
-        values: dict[str, dict[Labels, float]] = {}
+        for reader in self._before_scrape:
+            try:
+                async with asyncio.timeout(READ_TIMEOUT_S):
+                    await reader()
+            except Exception:  # as below: the store is away, the families it feeds go quiet
+                continue
+        read: dict[str, dict[Labels, float]] = {}
         for name, reader in self._readers.items():
             try:
-                values[name] = await reader()
+                async with asyncio.timeout(READ_TIMEOUT_S):
+                    read[name] = await reader()
             except Exception:  # a scrape must not fail because one backing store is down
                 continue
-        self._gauges.values = values
-        return generate_latest(self.registry)
+        self._scraped.values = read
+        if not self._multiprocess:
+            return generate_latest(self.registry)
+        # Every worker's counters and histograms from the shared files, and this worker's
+        # reading of the stores.
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry)
+        registry.register(self._scraped)
+        return generate_latest(registry)
 
     async def endpoint(self, request: Request) -> Response:
         return Response(await self.render(), media_type=CONTENT_TYPE_LATEST)

@@ -41,8 +41,13 @@ end
 redis.call('HSET', K_SALE, 'last_tick_ms', now)
 
 -- Admissions not picked up in time, and tokens that ran out unused, return their slots.
-for _, v in ipairs(redis.call('ZRANGE', K_UNPICKED, '-inf', now, 'BYSCORE', 'LIMIT', 0, sweep)) do
+local missed = redis.call('ZRANGE', K_UNPICKED, '-inf', now, 'BYSCORE', 'LIMIT', 0, sweep)
+for _, v in ipairs(missed) do
   release(v, 'expired')
+end
+if #missed > 0 then
+  -- The sale's running total of pickups missed, for /metrics (read at scrape, O(1)).
+  redis.call('HINCRBY', K_SALE, 'missed', #missed)
 end
 for _, v in ipairs(redis.call('ZRANGE', K_ADMITTED, '-inf', now, 'BYSCORE', 'LIMIT', 0, sweep)) do
   release(v, 'expired')

@@ -149,6 +149,10 @@ local function release(v, why)
   redis.call('ZREM', K_UNPICKED, v)
   redis.call('HDEL', K_TOKENS, v)
   redis.call('HSET', K_FATE, v, why)
+  if why == 'lost' then
+    -- The sale's running total of abandoned places, for /metrics (read at scrape, O(1)).
+    redis.call('HINCRBY', K_SALE, 'abandoned', 1)
+  end
 end
 
 -- Token bucket at `key`: `rate` per second, `burst` deep. Returns {allowed 0/1, tokens left
