@@ -13,13 +13,20 @@ PRODUCT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}\Z")
 
 # --- Redis keys ---------------------------------------------------------------------------
 SALES_KEY = "fs:sales"  # set of every product id that has a sale (the catalog's index)
+# The platform's events (infra/events.py), one stream for every process and sale: one key, so
+# it lives in one slot of a Redis Cluster like fs:sales, and one consumer group reads it.
+EVENTS_STREAM_KEY = "fs:events"
+EVENTS_GROUP = "webhooks"  # the consumer group of the order workers' webhook deliverers
+EVENTS_MAXLEN = 10_000  # trimmed approximately (MAXLEN ~): a few days of a busy platform
+# Markers that make an event once-only across replicas (SET NX / SET GET): per sale under its
+# hash tag ("fs:{p}:event:<kind>"), or global for what is not per sale ("fs:event:<kind>").
+EVENT_MARKER_PREFIX = "fs:event:"
+
 
 # --- Queue modes (API.md); sale states are computed in lib.lua --------------------------------
 QUEUE_MODE_FIFO = "fifo"
 QUEUE_MODE_SHUFFLE = "shuffle_prequeue"
 QUEUE_MODES = (QUEUE_MODE_FIFO, QUEUE_MODE_SHUFFLE)
-# API.md's sale states (the scheduler's flashsale_scheduler_sale_state{state} series).
-SALE_STATES = ("scheduled", "prequeue", "open", "sold_out", "closed", "paused")
 
 # --- Token kinds: one itsdangerous salt each, so one kind never verifies as another ----------
 TICKET_SALT = "flashsale.queue-ticket.v1"
@@ -68,12 +75,32 @@ TOPIC_ORDER_PAID = "order.paid"
 TOPIC_ORDER_CANCELLED = "order.cancelled"
 TOPIC_ORDER_DLQ = "order.placed.dlq"
 
+# --- Events and webhooks (infra/events.py, shop/webhooks.py, shop/deliverer.py) -------------
+EVENT_EMIT_TIMEOUT_S = 0.5  # an emit that takes longer is dropped (logged): never a sale's wait
+EVENT_CIRCUIT_QUIET_S = 60  # one "circuit opened" per this long, whichever gate opened first
+EVENT_RECONCILE_QUIET_S = 60  # the same re-published orders seen by two reconcilers: one event
+WEBHOOKS_MAX = 100  # subscriptions in all
+WEBHOOK_URL_MAX_CHARS = 2_048
+WEBHOOK_TIMEOUT_S = 5.0  # one delivery attempt, connect to last byte
+WEBHOOK_CONCURRENCY = 32  # attempts in flight, all receivers together
+WEBHOOK_PER_RECEIVER = 4  # attempts in flight to one webhook: a slow one fills only its own
+WEBHOOK_MAX_ATTEMPTS = 10  # then the delivery is given up (every attempt stays listed)
+WEBHOOK_BACKOFF_BASE_S = 5.0  # the wait after attempt n fails: base * 2^(n-1), capped
+WEBHOOK_BACKOFF_CAP_S = 1_800.0
+WEBHOOK_ATTEMPTS_LISTED = 200  # GET /admin/webhooks/{id}/deliveries, newest first
+WEBHOOK_SIGNATURE_HEADER = "X-Flashsale-Signature"
+WEBHOOK_TIMESTAMP_HEADER = "X-Flashsale-Timestamp"
+WEBHOOK_EVENT_HEADER = "X-Flashsale-Event"
+WEBHOOK_EVENT_ID_HEADER = "X-Flashsale-Event-Id"
+WEBHOOK_ATTEMPT_HEADER = "X-Flashsale-Attempt"
+
 # --- Dev defaults: refused outside dev mode ---------------------------------------------------
 DEV_SECRET_KEY = "dev-secret-key-do-not-use-in-production"
 DEV_ADMIN_KEY = "dev-admin-key"
+DEV_VIEWER_KEY = "dev-viewer-key"
 
 # --- Settings -------------------------------------------------------------------------------
-MIN_SECRET_CHARS = 16  # secret keys and the admin key, outside dev mode
+MIN_SECRET_CHARS = 16  # secret keys, the admin and the viewer key, outside dev mode
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # FLASHSALE_LOG_LEVEL's choices
 EXIT_CONFIG = 2  # the exit code of a process that refused its settings (one line on stderr)
 

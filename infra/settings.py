@@ -19,7 +19,13 @@ from urllib.parse import SplitResult, urlsplit
 
 from redis.connection import parse_url as redis_parse_url
 
-from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY, LOG_LEVELS, MIN_SECRET_CHARS
+from infra.constants import (
+    DEV_ADMIN_KEY,
+    DEV_SECRET_KEY,
+    DEV_VIEWER_KEY,
+    LOG_LEVELS,
+    MIN_SECRET_CHARS,
+)
 from infra.redis import REDIS_CLUSTER_SCHEME
 
 
@@ -73,13 +79,13 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "database_url": ("FLASHSALE_DATABASE_URL", str),
     "kafka_bootstrap": ("FLASHSALE_KAFKA_BOOTSTRAP", str),
     "admin_key": ("FLASHSALE_ADMIN_KEY", str),
+    "viewer_key": ("FLASHSALE_VIEWER_KEY", str),
     "secret_keys": ("FLASHSALE_SECRET_KEYS", _list),
     "host": ("FLASHSALE_HOST", str),
     "gate_port": ("FLASHSALE_GATE_PORT", _int),
     "queue_port": ("FLASHSALE_QUEUE_PORT", _int),
     "shop_port": ("FLASHSALE_SHOP_PORT", _int),
     "scheduler_port": ("FLASHSALE_SCHEDULER_PORT", _int),
-    "worker_port": ("FLASHSALE_WORKER_PORT", _int),
     "public_gate_url": ("FLASHSALE_PUBLIC_GATE_URL", str),
     "public_queue_url": ("FLASHSALE_PUBLIC_QUEUE_URL", str),
     "shop_upstream_url": ("FLASHSALE_SHOP_URL", str),
@@ -105,7 +111,6 @@ _FLAGS = frozenset(
         "queue_port",
         "shop_port",
         "scheduler_port",
-        "worker_port",
         "join_rate_per_ip",
         "visitor_rate",
         "trusted_proxies",
@@ -312,10 +317,10 @@ def _key_chars_problem(keys: tuple[str, ...]) -> str | None:
     return None
 
 
-_PORT_FIELDS = ("gate_port", "queue_port", "shop_port", "scheduler_port", "worker_port")
+_PORT_FIELDS = ("gate_port", "queue_port", "shop_port", "scheduler_port")
 _URL_FIELDS = ("public_gate_url", "public_queue_url")
 # Never echoed in a refusal: the line goes to a terminal, a log, a CI transcript.
-_SECRET_FIELDS = frozenset({"admin_key", "secret_keys"})
+_SECRET_FIELDS = frozenset({"admin_key", "viewer_key", "secret_keys"})
 
 
 @dataclass(frozen=True)
@@ -325,6 +330,8 @@ class Settings:
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/flashsale"
     kafka_bootstrap: str = "127.0.0.1:9092"
     admin_key: str = ""
+    # Optional: a read-only key of the admin API (stats, dashboard, DLQ and webhook listings).
+    viewer_key: str = ""
     # Newest first: the first key signs, every key verifies, so keys rotate without logouts.
     secret_keys: tuple[str, ...] = ()
     host: str = "127.0.0.1"
@@ -332,7 +339,6 @@ class Settings:
     queue_port: int = 8001
     shop_port: int = 8002
     scheduler_port: int = 8003
-    worker_port: int = 8004  # the order worker's /healthz and /metrics
     public_gate_url: str = ""
     # Where browsers reach the waiting room (the gate sends token-less shop visitors there).
     public_queue_url: str = ""
@@ -373,6 +379,9 @@ class Settings:
                 values["admin_key"] = DEV_ADMIN_KEY
             if not values.get("secret_keys"):
                 values["secret_keys"] = (DEV_SECRET_KEY,)
+            # The dev viewer key, unless it would be the admin key (refused below).
+            if not values.get("viewer_key") and values["admin_key"] != DEV_VIEWER_KEY:
+                values["viewer_key"] = DEV_VIEWER_KEY
         if isinstance(url := values.get("database_url"), str):
             values["database_url"] = _async_database_url(url)
         if isinstance(level := values.get("log_level"), str):
@@ -407,6 +416,7 @@ class Settings:
             ("data_dir", _directory_problem(self.data_dir)),
             ("log_level", _choice_problem(self.log_level, LOG_LEVELS)),
             ("admin_key", _key_chars_problem((self.admin_key,))),
+            ("viewer_key", _key_chars_problem((self.viewer_key,))),
             ("secret_keys", _key_chars_problem(self.secret_keys)),
         )
         for name, problem in problems:
@@ -419,6 +429,12 @@ class Settings:
                 "trusted_user_header",
                 "needs FLASHSALE_TRUSTED_PROXIES: the addresses of the upstream that sets it "
                 "(from anyone else the header is not believed)",
+            )
+        if self.viewer_key and hmac.compare_digest(self.viewer_key, self.admin_key):
+            # One key for both roles would make the viewer an admin (in dev mode as well).
+            raise ConfigError(
+                "FLASHSALE_VIEWER_KEY equals FLASHSALE_ADMIN_KEY; the read-only key must be "
+                "another one (or unset)"
             )
         if self.dev:
             return
@@ -440,6 +456,15 @@ class Settings:
             raise ConfigError(
                 "FLASHSALE_ADMIN_KEY is unset, the dev default, or shorter than "
                 f"{MIN_SECRET_CHARS} characters; set a random one or run with --dev"
+            )
+        if self.viewer_key and (
+            self.viewer_key in (DEV_VIEWER_KEY, DEV_ADMIN_KEY)
+            or len(self.viewer_key) < MIN_SECRET_CHARS
+        ):
+            raise ConfigError(
+                "FLASHSALE_VIEWER_KEY is a dev default or shorter than "
+                f"{MIN_SECRET_CHARS} characters; set a random one, leave it unset, or run "
+                "with --dev"
             )
 
     def validate_one_host(self) -> None:
@@ -484,7 +509,13 @@ class Settings:
         """Values no log line may carry (infra.web.logs blanks them): the keys, the gate
         secrets derived from them, and the stores' passwords."""
         passwords = [urlsplit(url).password or "" for url in (self.redis_url, self.database_url)]
-        return (self.admin_key, *self.secret_keys, *self.gate_secrets(), *passwords)
+        return (
+            self.admin_key,
+            self.viewer_key,
+            *self.secret_keys,
+            *self.gate_secrets(),
+            *passwords,
+        )
 
     @property
     def gate_url(self) -> str:
@@ -509,7 +540,3 @@ class Settings:
     @property
     def scheduler_url(self) -> str:
         return f"http://{self.host}:{self.scheduler_port}"
-
-    @property
-    def worker_url(self) -> str:
-        return f"http://{self.host}:{self.worker_port}"

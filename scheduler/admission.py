@@ -9,7 +9,9 @@ import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from infra import events
 from infra.constants import (
     DRAW_CHUNK,
     OPEN_LOCK_TTL_MS,
@@ -42,8 +44,9 @@ class Admissions:
         self.scripts = scripts
         self.codec = codec
         self.metrics = metrics
+        self._sold_out: set[str] = set()  # announced already: no more looking at the stock
         metrics.counter("ticks_total", "Admission ticks by outcome")
-        metrics.counter("admitted_total", "Visitors admitted, per sale", ["product"])
+        metrics.counter("admitted_total", "Visitors admitted")
 
     async def tick_now(self, product_id: str, start_ms: int, interval_ms: int) -> TickResult:
         # The tick number comes from the sale's own timeline, so every scheduler replica
@@ -83,8 +86,30 @@ class Admissions:
             for v in visitors:
                 pairs += (v, self.codec.mint_access(v, keys.product_id, expiry_s))
             await self.scripts.run("admit", keys, args=["store", *pairs])
-            self.metrics.inc("admitted_total", len(visitors), product=keys.product_id)
+            self.metrics.inc("admitted_total", len(visitors))
+        else:
+            await self._notice_sold_out(keys)
         return TickResult("admitted", visitors)
+
+    async def _notice_sold_out(self, keys: SaleKeys) -> None:
+        """The webhooks' SALE_SOLD_OUT, once per sale (a marker, whichever replica's tick sees
+        it first). A tick that admits nobody of an opened sale is where the scheduler meets
+        a stock of 0: the stock rule admits nobody then. Never raises, bounded (infra.events)."""
+        if keys.product_id in self._sold_out:
+            return
+        try:
+            left = int(await self.redis.get(keys.stock) or 0)
+        except RedisError:  # Redis away: the next tick looks again
+            return
+        if left > 0:
+            return
+        self._sold_out.add(keys.product_id)
+        await events.emit(
+            self.redis,
+            events.SALE_SOLD_OUT,
+            keys.product_id,
+            once=events.sale_marker(keys.product_id, events.SALE_SOLD_OUT),
+        )
 
     async def open(self, product_id: str) -> str:
         """Open a sale whose start has come: in shuffle mode, draw the early visitors' order.
@@ -103,6 +128,17 @@ class Admissions:
             drawn = await self._draw(keys, cut, seed)
             log.info("shuffle draw done", extra={"product_id": product_id, "early": drawn})
         finish = await self.scripts.run("open", keys, [keys.open_lock], ["finish", 0, owner])
+        if finish[0] == "done":
+            # Only the lock's owner gets "done" from finish: one event per sale (the marker
+            # keeps it so should a lock have run out mid-draw). Bounded, never raises.
+            await events.emit(
+                self.redis,
+                events.SALE_OPENED,
+                product_id,
+                once=events.sale_marker(product_id, events.SALE_OPENED),
+                queue_mode=mode,
+                early=cut,
+            )
         return finish[0]
 
     async def _draw(self, keys: SaleKeys, cut: int, seed: str) -> int:

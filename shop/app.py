@@ -22,7 +22,7 @@ from infra.web import errors
 from infra.web.app import JSONResponse, build_app
 from infra.web.errors import error_response
 from infra.web.metrics import Metrics
-from shop import admin, dashboard, orders, products
+from shop import admin, dashboard, orders, products, webhooks
 from shop.compensation import Compensation
 from shop.context import ShopContext, shop_context
 from shop.openapi import SHOP_API
@@ -107,6 +107,11 @@ def create_app(settings: Settings) -> Starlette:
         Route("/admin/sales/{product_id}/stats", admin.stats, methods=["GET"]),
         Route("/admin/dlq", admin.dead_letters, methods=["GET"]),
         Route("/admin/dlq/replay", admin.replay_dead_letters, methods=["POST"]),
+        Route("/admin/role", admin.whoami, methods=["GET"]),
+        Route("/admin/webhooks", webhooks.list_all, methods=["GET"]),
+        Route("/admin/webhooks", webhooks.create, methods=["POST"]),
+        Route("/admin/webhooks/{webhook_id}", webhooks.remove, methods=["DELETE"]),
+        Route("/admin/webhooks/{webhook_id}/deliveries", webhooks.attempts, methods=["GET"]),
         *dashboard.routes(),  # the page and its files, all under /admin/ (see shop.dashboard)
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.constants import HEADER_GATE_SECRET
+from infra.constants import (
+    HEADER_GATE_SECRET,
+    WEBHOOK_ATTEMPTS_LISTED,
+    WEBHOOK_URL_MAX_CHARS,
+    WEBHOOKS_MAX,
+)
+from infra.events import EVENT_KINDS
 from infra.web.openapi import (
     INVALID,
     ISO_INSTANT,
@@ -30,6 +36,7 @@ from infra.web.openapi import (
     unavailable,
 )
 from infra.web.openapi_shop import PRODUCT, shop_paths
+from shop.webhook_tables import ATTEMPT_STATES, WEBHOOK_FORMATS, WEBHOOK_ID_PATTERN
 
 DAY_S = 86_400
 BUSY = unavailable()
@@ -150,29 +157,185 @@ DEAD_LETTER: Schema = {
     "additionalProperties": False,
 }
 ADMIN = [{"adminKey": []}]
+READERS = [{"adminKey": []}, {"viewerKey": []}]
 UNAUTHORIZED = error("No admin key, or a wrong one.", "unauthorized")
+VIEWER_REFUSED = error("The viewer key may only read: this needs the admin key.", "forbidden")
 
 
 def _admin(
-    operation_id: str, summary: str, responses: dict[str, Any], **kwargs: Any
+    operation_id: str,
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    reads: bool = False,
+    **kwargs: Any,
 ) -> dict[str, Any]:
+    """An admin operation; one that changes something (`reads` false) refuses the viewer key."""
+    refusals = {"401": UNAUTHORIZED, "503": BUSY}
+    if not reads:
+        refusals["403"] = VIEWER_REFUSED
     return operation(
         operation_id,
         summary,
-        {**responses, "401": UNAUTHORIZED, "503": BUSY},
+        {**responses, **refusals},
         tags=["admin"],
-        security=ADMIN,
+        security=READERS if reads else ADMIN,
         **kwargs,
     )
 
 
 _SALE = [PRODUCT_ID]
+
+WEBHOOK_ID = path_param(
+    "webhook_id",
+    {"type": "string", "pattern": WEBHOOK_ID_PATTERN},
+    "Anything that is not a webhook's id is 404 `not_found`.",
+)
+TIMESTAMP_OR_NULL: Schema = {"oneOf": [ISO_INSTANT, {"type": "null"}]}
+WEBHOOK_FIELDS: dict[str, Schema] = {
+    "url": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": WEBHOOK_URL_MAX_CHARS,
+        "format": "uri",
+        "description": "http(s), with a host; no credentials, no fragment.",
+    },
+    "events": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": len(EVENT_KINDS),
+        "uniqueItems": True,
+        "items": {"type": "string", "enum": list(EVENT_KINDS)},
+        "description": "Default: every event.",
+    },
+    "format": {
+        "type": "string",
+        "enum": list(WEBHOOK_FORMATS),
+        "description": '`json` (the event object; the default) or `slack` (`{"text"}`).',
+    },
+}
+NEW_WEBHOOK: Schema = {
+    "type": "object",
+    "required": ["url"],
+    "properties": WEBHOOK_FIELDS,
+    "additionalProperties": False,
+}
+WEBHOOK: Schema = {
+    "type": "object",
+    "required": ["id", "url", "events", "format", "created_at"],
+    "properties": {
+        "id": WEBHOOK_ID["schema"],
+        "url": {"type": "string", "description": "The viewer key sees only the origin."},
+        "events": WEBHOOK_FIELDS["events"],
+        "format": WEBHOOK_FIELDS["format"],
+        "created_at": ISO_INSTANT,
+    },
+    "additionalProperties": False,
+}
+NEW_WEBHOOK_REPLY: Schema = {
+    **WEBHOOK,
+    "required": [*WEBHOOK["required"], "secret"],
+    "properties": {
+        **WEBHOOK["properties"],
+        "secret": {
+            "type": "string",
+            "description": "The signing secret, shown here only: "
+            'X-Flashsale-Signature = sha256=hex HMAC-SHA256(secret, "<timestamp>.<body>").',
+        },
+    },
+}
+ATTEMPT: Schema = {
+    "type": "object",
+    "required": [
+        "id",
+        "event_id",
+        "event",
+        "attempt",
+        "state",
+        "due_at",
+        "started_at",
+        "finished_at",
+        "status_code",
+        "error",
+        "duration_ms",
+    ],
+    "properties": {
+        "id": {"type": "integer"},
+        "event_id": {"type": "string"},
+        "event": {"type": "string", "enum": list(EVENT_KINDS)},
+        "attempt": {"type": "integer", "minimum": 1},
+        "state": {"type": "string", "enum": list(ATTEMPT_STATES)},
+        "due_at": ISO_INSTANT,
+        "started_at": TIMESTAMP_OR_NULL,
+        "finished_at": TIMESTAMP_OR_NULL,
+        "status_code": {"type": ["integer", "null"]},
+        "error": {"type": ["string", "null"]},
+        "duration_ms": {"type": ["integer", "null"]},
+    },
+    "additionalProperties": False,
+}
+WEBHOOK_PATHS: dict[str, dict[str, Any]] = {
+    "/admin/role": {
+        "get": _admin(
+            "adminRole",
+            "Which key this is, `admin` or `viewer` (the dashboard hides what a viewer cannot do).",
+            {
+                "200": ok(
+                    "The role.",
+                    {
+                        "type": "object",
+                        "required": ["role"],
+                        "properties": {"role": {"type": "string", "enum": ["admin", "viewer"]}},
+                        "additionalProperties": False,
+                    },
+                )
+            },
+            reads=True,
+        )
+    },
+    "/admin/webhooks": {
+        "get": _admin(
+            "adminListWebhooks",
+            "Every webhook, oldest first (never its secret).",
+            {"200": ok("The webhooks.", {"type": "array", "items": WEBHOOK})},
+            reads=True,
+        ),
+        "post": _admin(
+            "adminCreateWebhook",
+            f"Subscribe a URL to events (at most {WEBHOOKS_MAX} webhooks).",
+            {
+                "201": ok("The webhook and its secret (shown only now).", NEW_WEBHOOK_REPLY),
+                "409": error(f"There are {WEBHOOKS_MAX} webhooks already.", "conflict"),
+                "422": INVALID,
+            },
+            body=NEW_WEBHOOK,
+        ),
+    },
+    "/admin/webhooks/{webhook_id}": {
+        "delete": _admin(
+            "adminDeleteWebhook",
+            "Unsubscribe (its pending deliveries go with it).",
+            {"204": {"description": "Deleted."}, "404": NOT_FOUND},
+            parameters=[WEBHOOK_ID],
+        )
+    },
+    "/admin/webhooks/{webhook_id}/deliveries": {
+        "get": _admin(
+            "adminWebhookDeliveries",
+            f"Every delivery attempt, newest first (at most {WEBHOOK_ATTEMPTS_LISTED}).",
+            {"200": ok("The attempts.", {"type": "array", "items": ATTEMPT}), "404": NOT_FOUND},
+            parameters=[WEBHOOK_ID],
+            reads=True,
+        )
+    },
+}
 ADMIN_PATHS: dict[str, dict[str, Any]] = {
     "/admin/products": {
         "get": _admin(
             "adminListProducts",
             "Every sale with its settings (at most 1000, by id).",
             {"200": ok("The sales.", {"type": "array", "items": ADMIN_PRODUCT})},
+            reads=True,
         ),
         "post": _admin(
             "adminCreateProduct",
@@ -191,6 +354,7 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             "One sale with its settings.",
             {"200": ok("The sale.", ADMIN_PRODUCT), "404": NOT_FOUND},
             parameters=_SALE,
+            reads=True,
         ),
         "patch": _admin(
             "adminUpdateProduct",
@@ -222,6 +386,7 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             "The sale's line, admissions, orders and stock.",
             {"200": ok("The stats.", STATS), "404": NOT_FOUND},
             parameters=_SALE,
+            reads=True,
         )
     },
     "/admin/dlq": {
@@ -229,6 +394,7 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             "adminDeadLetters",
             "Messages that failed processing, waiting for a replay (at most 500).",
             {"200": ok("The dead letters.", {"type": "array", "items": DEAD_LETTER})},
+            reads=True,
         )
     },
     "/admin/dlq/replay": {
@@ -248,6 +414,7 @@ ADMIN_PATHS: dict[str, dict[str, Any]] = {
             },
         )
     },
+    **WEBHOOK_PATHS,
 }
 
 PAGE_PATHS: dict[str, dict[str, Any]] = {
@@ -332,6 +499,11 @@ SECURITY_SCHEMES = {
         "scheme": "bearer",
         "description": "FLASHSALE_ADMIN_KEY.",
     },
+    "viewerKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "FLASHSALE_VIEWER_KEY: the reading routes only.",
+    },
 }
 PUBLIC_PATHS = shop_paths(
     public={"403": FORBIDDEN, "503": BUSY},
@@ -368,6 +540,6 @@ ADMIN_API = document(
     "flashsale admin API",
     "The operator's API on the shop: `Authorization: Bearer <admin key>`, 401 without.",
     ADMIN_PATHS,
-    security_schemes={"adminKey": SECURITY_SCHEMES["adminKey"]},
+    security_schemes={k: SECURITY_SCHEMES[k] for k in ("adminKey", "viewerKey")},
     tags=[TAGS[2]],
 )

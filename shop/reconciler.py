@@ -12,6 +12,7 @@ the consumer's retries and dead-letter path deal with it, as with any poison mes
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Any
@@ -20,7 +21,8 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.constants import SALES_KEY, TOPIC_ORDER_PLACED
+from infra import events
+from infra.constants import EVENT_RECONCILE_QUIET_S, SALES_KEY, TOPIC_ORDER_PLACED
 from infra.sale.keys import SaleKeys
 from infra.web.metrics import Metrics
 from shop import order_store
@@ -29,6 +31,23 @@ from shop.producer import EventProducer
 from shop.reservations import Reservations
 
 log = logging.getLogger("flashsale.reconciler")
+
+
+async def _announce(redis: Redis, product_id: str, stored: list[str], refused: list[bytes]) -> None:
+    """The webhooks' RECONCILER_REPUBLISHED, bounded and never raising (infra.events). Two
+    workers' reconcilers may act on the same overdue orders: the marker is a digest of them,
+    so the same work is one event."""
+    work = hashlib.sha256("\n".join(sorted(stored)).encode() + b"\n".join(sorted(refused)))
+    await events.emit(
+        redis,
+        events.RECONCILER_REPUBLISHED,
+        product_id,
+        once=events.sale_marker(product_id, f"reconciled:{work.hexdigest()[:32]}"),
+        once_ttl_s=EVENT_RECONCILE_QUIET_S,
+        stored=len(stored),
+        republished=len(refused),
+        order_ids=sorted(stored)[:20],
+    )
 
 
 class Reconciler:
@@ -47,8 +66,8 @@ class Reconciler:
         self.producer = producer
         self.metrics = metrics
         self.grace_s = grace_s
-        metrics.counter("orders_recovered_total", "Reservations stored from their records", [])
-        metrics.counter("orders_republished_total", "Reservations produced again", [])
+        metrics.counter("orders_recovered_total", "Reservations stored from their records")
+        metrics.counter("orders_republished_total", "Reservations produced again")
 
     async def run_once(self) -> int:
         """One pass over every sale. Returns how many orders it stored or produced again."""
@@ -85,6 +104,8 @@ class Reconciler:
             for raw in refused:
                 await self.producer.publish(TOPIC_ORDER_PLACED, product_id, raw)
                 republished += 1
+            if rows or refused:
+                await _announce(self.redis, product_id, [row["order_id"] for row in rows], refused)
         if recovered:
             log.warning("stored %d order(s) the consumer had not stored in time", recovered)
             self.metrics.inc("orders_recovered_total", recovered)

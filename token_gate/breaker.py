@@ -49,6 +49,12 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._generation = 0
         self._probing = False
+        self._on_open: list[Callable[[], None]] = []
+
+    def on_open(self, listener: Callable[[], None]) -> None:
+        """Call `listener` each time the breaker opens. It must not block (the gate fires an
+        event in a task of its own): the breaker runs inside a request."""
+        self._on_open.append(listener)
 
     @property
     def state(self) -> str:
@@ -99,6 +105,8 @@ class CircuitBreaker:
     def _open(self) -> None:
         self._enter(OPEN)
         self._opened_at = self._clock()
+        for listener in self._on_open:
+            listener()
 
     def _enter(self, state: str) -> None:
         self._state = state
