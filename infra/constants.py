@@ -27,6 +27,8 @@ EVENT_MARKER_PREFIX = "fs:event:"
 QUEUE_MODE_FIFO = "fifo"
 QUEUE_MODE_SHUFFLE = "shuffle_prequeue"
 QUEUE_MODES = (QUEUE_MODE_FIFO, QUEUE_MODE_SHUFFLE)
+# API.md's sale states (the scheduler's flashsale_scheduler_sale_state{state} series).
+SALE_STATES = ("scheduled", "prequeue", "open", "sold_out", "closed", "paused")
 
 # --- Token kinds: one itsdangerous salt each, so one kind never verifies as another ----------
 TICKET_SALT = "flashsale.queue-ticket.v1"

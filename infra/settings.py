@@ -86,6 +86,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "queue_port": ("FLASHSALE_QUEUE_PORT", _int),
     "shop_port": ("FLASHSALE_SHOP_PORT", _int),
     "scheduler_port": ("FLASHSALE_SCHEDULER_PORT", _int),
+    "worker_port": ("FLASHSALE_WORKER_PORT", _int),
     "public_gate_url": ("FLASHSALE_PUBLIC_GATE_URL", str),
     "public_queue_url": ("FLASHSALE_PUBLIC_QUEUE_URL", str),
     "shop_upstream_url": ("FLASHSALE_SHOP_URL", str),
@@ -111,6 +112,7 @@ _FLAGS = frozenset(
         "queue_port",
         "shop_port",
         "scheduler_port",
+        "worker_port",
         "join_rate_per_ip",
         "visitor_rate",
         "trusted_proxies",
@@ -317,7 +319,7 @@ def _key_chars_problem(keys: tuple[str, ...]) -> str | None:
     return None
 
 
-_PORT_FIELDS = ("gate_port", "queue_port", "shop_port", "scheduler_port")
+_PORT_FIELDS = ("gate_port", "queue_port", "shop_port", "scheduler_port", "worker_port")
 _URL_FIELDS = ("public_gate_url", "public_queue_url")
 # Never echoed in a refusal: the line goes to a terminal, a log, a CI transcript.
 _SECRET_FIELDS = frozenset({"admin_key", "viewer_key", "secret_keys"})
@@ -339,6 +341,7 @@ class Settings:
     queue_port: int = 8001
     shop_port: int = 8002
     scheduler_port: int = 8003
+    worker_port: int = 8004  # the order worker's /healthz and /metrics
     public_gate_url: str = ""
     # Where browsers reach the waiting room (the gate sends token-less shop visitors there).
     public_queue_url: str = ""
@@ -540,3 +543,7 @@ class Settings:
     @property
     def scheduler_url(self) -> str:
         return f"http://{self.host}:{self.scheduler_port}"
+
+    @property
+    def worker_url(self) -> str:
+        return f"http://{self.host}:{self.worker_port}"

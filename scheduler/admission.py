@@ -46,7 +46,7 @@ class Admissions:
         self.metrics = metrics
         self._sold_out: set[str] = set()  # announced already: no more looking at the stock
         metrics.counter("ticks_total", "Admission ticks by outcome")
-        metrics.counter("admitted_total", "Visitors admitted")
+        metrics.counter("admitted_total", "Visitors admitted, per sale", ["product"])
 
     async def tick_now(self, product_id: str, start_ms: int, interval_ms: int) -> TickResult:
         # The tick number comes from the sale's own timeline, so every scheduler replica
@@ -86,7 +86,7 @@ class Admissions:
             for v in visitors:
                 pairs += (v, self.codec.mint_access(v, keys.product_id, expiry_s))
             await self.scripts.run("admit", keys, args=["store", *pairs])
-            self.metrics.inc("admitted_total", len(visitors))
+            self.metrics.inc("admitted_total", len(visitors), product=keys.product_id)
         else:
             await self._notice_sold_out(keys)
         return TickResult("admitted", visitors)

@@ -66,8 +66,8 @@ class Reconciler:
         self.producer = producer
         self.metrics = metrics
         self.grace_s = grace_s
-        metrics.counter("orders_recovered_total", "Reservations stored from their records")
-        metrics.counter("orders_republished_total", "Reservations produced again")
+        metrics.counter("orders_recovered_total", "Reservations stored from their records", [])
+        metrics.counter("orders_republished_total", "Reservations produced again", [])
 
     async def run_once(self) -> int:
         """One pass over every sale. Returns how many orders it stored or produced again."""

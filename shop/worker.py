@@ -3,7 +3,8 @@
 It owns the consumer of order.placed and the periodic jobs that keep the order path whole:
 the reconciler, the hold expirer, the compensation sweeper and the outbox relay. Several
 workers may run: the consumer group splits the partitions, and the periodic jobs are safe to
-run concurrently (row locks with SKIP LOCKED, idempotent scripts and inserts).
+run concurrently (row locks with SKIP LOCKED, idempotent scripts and inserts). Its own port
+(FLASHSALE_WORKER_PORT, 8004) answers /healthz and /metrics (shop.worker_http).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from infra.redis import create_redis
@@ -25,10 +27,12 @@ from shop.compensation import Compensation
 from shop.consumer import OrderConsumer
 from shop.deliverer import run_deliverer
 from shop.holds import HoldExpirer
+from shop.order_metrics import OrderMetrics
 from shop.producer import EventProducer
 from shop.reconciler import Reconciler
 from shop.relay import OutboxRelay
 from shop.reservations import Reservations
+from shop.worker_http import create_worker_app, serve_http
 
 log = logging.getLogger("flashsale.worker")
 
@@ -70,11 +74,22 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         (SWEEP_EVERY_S, compensation.sweep, "compensation sweep"),
         (RELAY_EVERY_S, OutboxRelay(engine, producer).run_once, "outbox relay"),
     ]
+    OrderMetrics(redis, engine).register(metrics)
     await producer.start()
     tasks = [asyncio.create_task(every(*job)) for job in jobs]
-    tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
+    consuming = asyncio.create_task(consumer.run(), name="consumer")
+    tasks.append(consuming)
     # The webhooks' fan-out and deliveries, with clients of their own (shop.deliverer).
     tasks.append(asyncio.create_task(run_deliverer(settings), name="webhooks"))
+
+    async def health() -> str | None:
+        await redis.ping()
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return "the consumer has stopped" if consuming.done() else None
+
+    app = create_worker_app(metrics, health)
+    tasks.append(asyncio.create_task(serve_http(app, settings), name="http"))
     log.info("order worker running")
     stopped = asyncio.create_task(stop.wait())
     try:

@@ -61,6 +61,13 @@ UPSTREAM_TIMEOUT = UpstreamTimeout(
 # the breaker on them would refuse every order too, which needs only Valkey and the broker.
 # Only a shop that does not answer (refused, timed out, or a 502/504 from between) opens it.
 UPSTREAM_FAILURE_STATUSES = frozenset({502, 504})
+# The gate's token refusals (API.md) -> the `reason` of flashsale_gate_tokens_rejected_total.
+TOKEN_REJECTIONS = {
+    "token_missing": "missing",
+    "token_invalid": "invalid",
+    "token_expired": "expired",
+    "token_wrong_product": "wrong_product",
+}
 
 
 def _access_token(request: Request, codec: TokenCodec, product_id: str) -> AccessToken:
@@ -108,7 +115,16 @@ def create_app(
     metrics.counter("upstream_errors_total", "Shop calls that failed, by cause")
     metrics.counter("upstream_rejected_total", "Requests the open breaker answered itself")
     metrics.counter("rate_limited_total", "Order-path requests over the visitor's rate")
-    metrics.counter("tokens_accepted_total", "Order-path requests with a valid access token")
+    metrics.counter(
+        "tokens_accepted_total", "Order-path requests with a valid access token", ["product"]
+    )
+    # By reason only: a refused token names no sale we can believe (the path's product is
+    # whatever the client sent), and an unbounded label is what /metrics must never have.
+    metrics.counter(
+        "tokens_rejected_total", "Order-path requests refused for their token", ["reason"]
+    )
+    for reason in TOKEN_REJECTIONS.values():
+        metrics.inc("tokens_rejected_total", 0, reason=reason)  # every series from the start
 
     async def breaker_state() -> dict[Labels, float]:
         # One series per state, the current one 1 (the Prometheus way to export an enum).
@@ -195,8 +211,12 @@ def create_app(
 
     async def orders(request: Request) -> Response:
         product_id = path_sale_keys(request).product_id
-        token = _access_token(request, codec, product_id)
-        metrics.inc("tokens_accepted_total")
+        try:
+            token = _access_token(request, codec, product_id)
+        except errors.ApiError as exc:
+            metrics.inc("tokens_rejected_total", reason=TOKEN_REJECTIONS[exc.code])
+            raise
+        metrics.inc("tokens_accepted_total", product=token.product_id)
         limiter: VisitorLimiter = request.app.state.limiter
         quota = await limiter.take(token.product_id, token.visitor_id)
         limit_headers = quota.headers() if quota else {}
