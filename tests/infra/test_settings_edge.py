@@ -61,6 +61,12 @@ REFUSED = [
     ({"FLASHSALE_DATA_DIR": "a\x00b"}, "FLASHSALE_DATA_DIR", "NUL"),
     ({"FLASHSALE_ADMIN_KEY": "k" * 20 + "\n"}, "FLASHSALE_ADMIN_KEY", "control"),
     ({"FLASHSALE_SECRET_KEYS": "s" * 20 + " x"}, "FLASHSALE_SECRET_KEYS", "space"),
+    ({"FLASHSALE_VIEWER_KEY": "v" * 20 + "\n"}, "FLASHSALE_VIEWER_KEY", "control"),
+    (
+        {"FLASHSALE_ADMIN_KEY": "k" * 20, "FLASHSALE_VIEWER_KEY": "k" * 20},
+        "FLASHSALE_VIEWER_KEY",
+        "equals",
+    ),
 ]
 
 
