@@ -99,6 +99,12 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "reconcile_grace_s": ("FLASHSALE_RECONCILE_GRACE_S", _float),
     "worker_batch": ("FLASHSALE_WORKER_BATCH", _int),
     "kafka_partitions": ("FLASHSALE_KAFKA_PARTITIONS", _int),
+    # Tracing (infra/web/tracing.py): off unless FLASHSALE_OTEL, and OpenTelemetry's own
+    # OTEL_SDK_DISABLED=true wins over it. The endpoint and service name are the standard ones.
+    "otel": ("FLASHSALE_OTEL", _bool),
+    "otel_sdk_disabled": ("OTEL_SDK_DISABLED", _bool),
+    "otel_endpoint": ("OTEL_EXPORTER_OTLP_ENDPOINT", str),
+    "otel_service_name": ("OTEL_SERVICE_NAME", str),
 }
 # Fields that `flashsale up` also takes as a flag: a refusal names both spellings.
 _FLAGS = frozenset(
@@ -319,6 +325,12 @@ def _key_chars_problem(keys: tuple[str, ...]) -> str | None:
     return None
 
 
+def _service_name_problem(name: str) -> str | None:
+    if name and not (_visible(name) and len(name) <= 255):
+        return f"{name!r}: expected up to 255 visible ASCII characters, like flashsale-gate"
+    return None
+
+
 _PORT_FIELDS = ("gate_port", "queue_port", "shop_port", "scheduler_port", "worker_port")
 _URL_FIELDS = ("public_gate_url", "public_queue_url")
 # Never echoed in a refusal: the line goes to a terminal, a log, a CI transcript.
@@ -360,6 +372,12 @@ class Settings:
     # Of each topic flashsale creates (infra/topics.py): the most order workers that can
     # share the work of one topic, since a partition has one consumer of the group at a time.
     kafka_partitions: int = 6
+    # OpenTelemetry spans, exported by OTLP over HTTP to otel_endpoint (the SDK's default,
+    # http://localhost:4318, when empty). The service name is the process's own unless set.
+    otel: bool = False
+    otel_sdk_disabled: bool = False
+    otel_endpoint: str = ""
+    otel_service_name: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -418,6 +436,8 @@ class Settings:
             ("trusted_user_header", _header_name_problem(self.trusted_user_header)),
             ("data_dir", _directory_problem(self.data_dir)),
             ("log_level", _choice_problem(self.log_level, LOG_LEVELS)),
+            ("otel_endpoint", _http_url_problem(self.otel_endpoint)),
+            ("otel_service_name", _service_name_problem(self.otel_service_name)),
             ("admin_key", _key_chars_problem((self.admin_key,))),
             ("viewer_key", _key_chars_problem((self.viewer_key,))),
             ("secret_keys", _key_chars_problem(self.secret_keys)),
@@ -519,6 +539,10 @@ class Settings:
             *self.gate_secrets(),
             *passwords,
         )
+
+    @property
+    def otel_enabled(self) -> bool:
+        return self.otel and not self.otel_sdk_disabled
 
     @property
     def gate_url(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,9 +17,13 @@ from infra.settings import Settings
 from infra.web import errors
 from infra.web.app import ClientAddress, JSONResponse, build_app
 from infra.web.metrics import Metrics
+from infra.web.trace import tracing_for
 from queue_server import views
 from queue_server.openapi import QUEUE_API
 from token_gate.codec import TokenCodec
+
+if TYPE_CHECKING:
+    from infra.web.tracing import Tracing
 
 
 async def healthz(request: Request) -> Response:
@@ -30,7 +35,9 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
+    # `tracing`: a test's own; by default the settings' (None, so no span, unless switched on).
+    tracing = tracing or tracing_for(settings, "flashsale-queue")
     metrics = Metrics("flashsale_queue")
     metrics.counter("joins_total", "Joins per sale (created: a new place)", ["product", "created"])
 
@@ -63,4 +70,4 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    return build_app(routes, lifespan, metrics, hot_routes=hot, openapi=QUEUE_API)
+    return build_app(routes, lifespan, metrics, hot_routes=hot, openapi=QUEUE_API, tracing=tracing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -22,12 +23,16 @@ from infra.web import errors
 from infra.web.app import JSONResponse, build_app
 from infra.web.errors import error_response
 from infra.web.metrics import Metrics
+from infra.web.trace import tracing_for
 from shop import admin, dashboard, orders, products, webhooks
 from shop.compensation import Compensation
 from shop.context import ShopContext, shop_context
 from shop.openapi import SHOP_API
 from shop.producer import EventProducer
 from shop.reservations import Reservations
+
+if TYPE_CHECKING:
+    from infra.web.tracing import Tracing
 
 
 class GateOnlyMiddleware:
@@ -59,7 +64,9 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
+    # `tracing`: a test's own; by default the settings' (None, so no span, unless switched on).
+    tracing = tracing or tracing_for(settings, "flashsale-shop")
     metrics = Metrics("flashsale_shop")
 
     @contextlib.asynccontextmanager
@@ -68,7 +75,7 @@ def create_app(settings: Settings) -> Starlette:
         engine = create_async_engine(settings.database_url, pool_size=10, pool_pre_ping=True)
         scripts = SaleScripts(redis)
         reservations = Reservations(redis, scripts)
-        producer = EventProducer(settings.kafka_bootstrap)
+        producer = EventProducer(settings.kafka_bootstrap, tracing)
         app.state.ctx = ShopContext(
             settings=settings,
             redis=redis,
@@ -116,7 +123,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    app = build_app(routes, lifespan, metrics, hot_routes=hot, openapi=SHOP_API)
+    app = build_app(routes, lifespan, metrics, hot_routes=hot, openapi=SHOP_API, tracing=tracing)
     # In front of everything, the hot routes included: nothing under /products answers
     # without the gate's secret.
     app.middleware_stack = GateOnlyMiddleware(app.middleware_stack, settings.gate_secrets())

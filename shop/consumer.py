@@ -14,7 +14,7 @@ import logging
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
@@ -26,9 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from infra.constants import TOPIC_ORDER_DLQ, TOPIC_ORDER_PLACED
 from infra.sale.keys import SaleKeys
 from infra.web.metrics import Labels, Metrics
+from infra.web.trace import Trace, handling, message_trace
 from shop import dlq, order_store
 from shop.producer import EventProducer
 from shop.reservations import Reservations
+
+if TYPE_CHECKING:
+    from infra.web.tracing import Tracing
 
 log = logging.getLogger("flashsale.worker")
 
@@ -80,6 +84,9 @@ class Letter:
     row: dict[str, Any] | None
     error: str = ""
     attempts: int = 0
+    # Its request id and trace, from its headers; set when tracing is on (its consumer span)
+    # or when a line is logged about it alone (OrderConsumer._trace_of).
+    trace: Trace | None = None
 
     @property
     def dead(self) -> bool:
@@ -140,6 +147,7 @@ class OrderConsumer:
         producer: EventProducer,
         metrics: Metrics,
         batch: int = 500,
+        tracing: Tracing | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.batch = batch
@@ -147,6 +155,7 @@ class OrderConsumer:
         self.reservations = reservations
         self.producer = producer
         self.metrics = metrics
+        self.tracing = tracing
         self._stuck_commits = 0
         self._consumer: AIOKafkaConsumer | None = None  # the one consuming now (for lag())
         metrics.counter("orders_stored_total", "order.placed messages stored in PostgreSQL", [])
@@ -280,6 +289,7 @@ class OrderConsumer:
                 letters.append(Letter(message, row))
             except order_store.BadRecord as exc:
                 letters.append(Letter(message, None, f"undecodable: {exc}", 1))
+        self._start_traces(letters)
         await self._store(letters)
         dead = [letter for letter in letters if letter.dead]
         for letter in dead:
@@ -292,6 +302,7 @@ class OrderConsumer:
                 done[letter.row["product_id"]].append(letter.row["order_id"])
         for product_id, order_ids in done.items():
             await self._mark_stored(SaleKeys(product_id), order_ids)
+        self._end_traces(letters)
         self.metrics.inc("orders_stored_total", len(letters) - len(dead))
         self.metrics.inc("dead_letters_total", len(dead))
         self.metrics.observe("batch_size", len(messages))
@@ -359,11 +370,56 @@ class OrderConsumer:
                     error, letter.attempts = f"rejected: {exc.orig}", attempt
                     await asyncio.sleep(BACKOFF_START_S * 2**attempt)
             else:
-                log.error("order.placed dead-lettered after %d attempts", letter.attempts)
+                with handling(self._trace_of(letter), self.tracing):
+                    log.error("order.placed dead-lettered after %d attempts", letter.attempts)
                 letter.error = error
 
     async def _publish_dead(self, letter: Letter) -> None:
-        try:
-            await self.producer.publish(TOPIC_ORDER_DLQ, letter.key or "", letter.value.encode())
-        except Exception as exc:  # the table is the record; the topic is for Kafka tooling
-            log.warning("dead letter not produced to %s: %s", TOPIC_ORDER_DLQ, type(exc).__name__)
+        # Under the order's own request id and trace: the dead letter carries them on.
+        with handling(self._trace_of(letter), self.tracing):
+            log.warning("order.placed dead-lettered: %s", letter.error.split(":", 1)[0])
+            try:
+                await self.producer.publish(
+                    TOPIC_ORDER_DLQ, letter.key or "", letter.value.encode()
+                )
+            except Exception as exc:  # the table is the record; the topic is for Kafka tooling
+                log.warning(
+                    "dead letter not produced to %s: %s", TOPIC_ORDER_DLQ, type(exc).__name__
+                )
+
+    # -- each message's request id and trace (infra.web.trace) ------------------------------
+    def _trace_of(self, letter: Letter) -> Trace:
+        if letter.trace is None:
+            letter.trace = message_trace(letter.message.headers, None, TOPIC_ORDER_PLACED)
+        return letter.trace
+
+    def _start_traces(self, letters: list[Letter]) -> None:
+        """Tracing on: a consumer span per message, a child of the shop's producer span (the
+        traceparent of its headers). Off, nothing is done per message here."""
+        if self.tracing is None:
+            return
+        for letter in letters:
+            attributes: dict[str, Any] = {
+                "messaging.destination.partition.id": str(letter.message.partition),
+                "messaging.kafka.offset": letter.message.offset,
+            }
+            if letter.row is not None:
+                attributes["flashsale.order_id"] = letter.row["order_id"]
+            letter.trace = message_trace(
+                letter.message.headers, self.tracing, TOPIC_ORDER_PLACED, attributes
+            )
+
+    def _end_traces(self, letters: list[Letter]) -> None:
+        """Once the batch is stored: a debug line per order under its own request id and
+        trace, and each consumer span ended. (A batch that fails ends no span: the worker
+        restarts, and the redelivered message is traced then.)"""
+        debug = log.isEnabledFor(logging.DEBUG)
+        if not debug and self.tracing is None:
+            return
+        for letter in letters:
+            trace = self._trace_of(letter)
+            if debug and not letter.dead and letter.row is not None:
+                with handling(trace, None):
+                    log.debug("order.placed stored", extra={"order_id": letter.row["order_id"]})
+            if self.tracing is not None and trace.span is not None:
+                self.tracing.end_message(trace, letter.error.split(":", 1)[0])

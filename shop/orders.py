@@ -17,7 +17,6 @@ from starlette.responses import Response
 
 from infra.constants import (
     HEADER_PRODUCT_ID,
-    HEADER_REQUEST_ID,
     HEADER_VISITOR_ID,
     TOPIC_ORDER_PLACED,
 )
@@ -93,12 +92,8 @@ async def place(request: Request) -> Response:
         ctx.metrics.inc("orders_idempotent_replays_total")
         return JSONResponse(await _current_view(ctx, keys, record), status_code=202)
     try:
-        await ctx.producer.publish(
-            TOPIC_ORDER_PLACED,
-            keys.product_id,
-            reply[1].encode(),
-            request.headers.get(HEADER_REQUEST_ID, ""),
-        )
+        # The request id and trace go into the message's headers (shop.producer).
+        await ctx.producer.publish(TOPIC_ORDER_PLACED, keys.product_id, reply[1].encode())
     except Exception as exc:  # any produce failure: undo the reservation, leak no stock
         await ctx.reservations.rollback(keys, order_id)
         ctx.metrics.inc("orders_rolled_back_total")

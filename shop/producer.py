@@ -1,17 +1,27 @@
-"""The Kafka producer of order events (acks=all, key = product id, JSON values)."""
+"""The Kafka producer of order events (acks=all, key = product id, JSON values).
+
+Each event carries, in its message headers, the request id and the W3C traceparent of what
+sent it (the request being served, from infra.web.trace's context): the worker logs and
+traces its handling under them. With tracing on, the send is a producer span of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownError
 
 from infra.resource import Resource
+from infra.web.trace import current, message_headers, outgoing_headers
+
+if TYPE_CHECKING:
+    from infra.web.tracing import Tracing
 
 log = logging.getLogger("flashsale.producer")
 
@@ -34,8 +44,9 @@ class EventProducer(Resource):
     """Connects in the background: the shop keeps serving its catalog and admin API while
     the broker is away, and orders answer 503 until it is back."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, tracing: Tracing | None = None) -> None:
         self.bootstrap = bootstrap
+        self.tracing = tracing
         self._producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
 
@@ -88,17 +99,35 @@ class EventProducer(Resource):
             await producer.stop()
 
     async def publish(
-        self, topic: str, key: str, value: dict[str, Any] | bytes, request_id: str = ""
+        self,
+        topic: str,
+        key: str,
+        value: dict[str, Any] | bytes,
+        headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Returns once the broker has the event (all in-sync replicas); raises otherwise."""
+        """Returns once the broker has the event (all in-sync replicas); raises otherwise.
+
+        The message's headers are `headers` when given (an event sent later, with the trace
+        it was written under), otherwise the current request id and trace."""
         if self._producer is None:
             raise ProducerUnavailable("not connected to the broker")
         payload = value if isinstance(value, bytes) else orjson.dumps(value)
-        headers = [("x-request-id", request_id.encode())] if request_id else None
+        if headers is not None or self.tracing is None:
+            sent = list(headers) if headers is not None else message_headers(outgoing_headers())
+            await self._send(topic, key, payload, sent)
+            return
+        with self.tracing.producer(topic, current()[0]) as traced:
+            await self._send(topic, key, payload, traced)
+
+    async def _send(
+        self, topic: str, key: str, payload: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
         for attempt in range(1, REFUSED_ATTEMPTS + 1):
+            if self._producer is None:  # stopped meanwhile
+                raise ProducerUnavailable("not connected to the broker")
             try:
                 await self._producer.send_and_wait(
-                    topic, payload, key=key.encode(), headers=headers
+                    topic, payload, key=key.encode(), headers=headers or None
                 )
                 return
             except UnknownError:

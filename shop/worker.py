@@ -23,6 +23,7 @@ from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
 from infra.web.metrics import Metrics
 from infra.web.serve import settings_at_edge
+from infra.web.trace import tracing_for
 from shop.compensation import Compensation
 from shop.consumer import OrderConsumer
 from shop.deliverer import run_deliverer
@@ -59,11 +60,18 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Metrics("flashsale_worker")
     redis = create_redis(settings.redis_url, max_connections=32)
     engine = create_async_engine(settings.database_url, pool_size=5, pool_pre_ping=True)
-    producer = EventProducer(settings.kafka_bootstrap)
+    tracing = tracing_for(settings, "flashsale-worker")  # None unless switched on
+    producer = EventProducer(settings.kafka_bootstrap, tracing)
     reservations = Reservations(redis, SaleScripts(redis))
     compensation = Compensation(engine, reservations)
     consumer = OrderConsumer(
-        settings.kafka_bootstrap, engine, reservations, producer, metrics, settings.worker_batch
+        settings.kafka_bootstrap,
+        engine,
+        reservations,
+        producer,
+        metrics,
+        settings.worker_batch,
+        tracing=tracing,
     )
     reconciler = Reconciler(
         redis, engine, reservations, producer, metrics, settings.reconcile_grace_s
@@ -106,6 +114,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await producer.stop()
         await engine.dispose()
         await redis.aclose()
+        if tracing is not None:
+            await tracing.shutdown()  # the last spans reach the collector
         log.info("order worker stopped")
 
 

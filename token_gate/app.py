@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -40,14 +41,17 @@ from infra.settings import Settings
 from infra.web import errors
 from infra.web.app import JSONResponse, build_app, read_body, retry_after_s
 from infra.web.metrics import Labels, Metrics
+from infra.web.trace import tracing_for
 from token_gate.breaker import STATES, BreakerOpen, CircuitBreaker
 from token_gate.codec import AccessToken, TokenCodec, TokenExpired, TokenInvalid
 from token_gate.openapi import GATE_API
 from token_gate.proxy import build_response, upstream_headers
 from token_gate.ratelimit import VisitorLimiter
-from token_gate.request_id import RequestIdMiddleware
 from token_gate.shop_page import ShopPage
 from token_gate.upstream import UpstreamError, Upstreams, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from infra.web.tracing import Tracing
 
 log = logging.getLogger("flashsale.gate")
 
@@ -106,9 +110,12 @@ def create_app(
     *,
     upstream_timeout: UpstreamTimeout = UPSTREAM_TIMEOUT,
     breaker: CircuitBreaker | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
-    """The gate; tests pass a short `upstream_timeout` and a breaker with a short cool-down."""
+    """The gate; tests pass a short `upstream_timeout`, a breaker with a short cool-down, and
+    their own `tracing` (by default the settings' own: None unless it is switched on)."""
     metrics = Metrics("flashsale_gate")
+    tracing = tracing or tracing_for(settings, "flashsale-gate")
     codec = TokenCodec(settings.secret_keys)
     gate_secret = settings.gate_secrets()[0]
     breaker = breaker or CircuitBreaker()
@@ -155,7 +162,7 @@ def create_app(
 
         breaker.on_open(circuit_opened)
         try:
-            async with Upstreams(settings.shop_urls, upstream_timeout) as upstream:
+            async with Upstreams(settings.shop_urls, upstream_timeout, tracing) as upstream:
                 app.state.upstream = upstream
                 yield
         finally:
@@ -270,8 +277,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    app = build_app(routes, lifespan, metrics, hot_routes=hot, openapi=GATE_API)
-    # Outside even Starlette's ServerErrorMiddleware (and the hot routes), so that every answer,
-    # an unexpected 500 included, carries the request id: the one someone will go looking for.
-    app.middleware_stack = RequestIdMiddleware(app.middleware_stack)
+    # Every answer carries the request id, an unexpected 500 included (infra.web.trace, in
+    # front of Starlette's whole stack); the shop gets it and the trace (token_gate.proxy).
+    app = build_app(routes, lifespan, metrics, hot_routes=hot, openapi=GATE_API, tracing=tracing)
     return app

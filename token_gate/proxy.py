@@ -11,7 +11,13 @@ from collections.abc import Iterable, Mapping
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
-from infra.constants import GATE_STRIPPED_HEADERS
+from infra.constants import (
+    GATE_STRIPPED_HEADERS,
+    HEADER_REQUEST_ID,
+    HEADER_TRACEPARENT,
+    HEADER_TRACESTATE,
+)
+from infra.web.trace import outgoing_headers
 from token_gate.upstream import Reply
 
 # Hop-by-hop headers (RFC 9110 7.6.1) never cross a proxy, nor do the ones `Connection` names.
@@ -30,6 +36,10 @@ HOP_BY_HOP = frozenset(
 )
 # Set anew for the upstream request: the client writes Host and the length of what it sends.
 _REQUEST_ONLY = frozenset({"host", "content-length"})
+# The client's own request id and trace are checked at the edge (infra.web.trace): what goes
+# on is what the gate kept or made, never the raw header (two of them, CRLF, 10 KB of it).
+_TRACE_HEADERS = frozenset({HEADER_REQUEST_ID, HEADER_TRACEPARENT, HEADER_TRACESTATE})
+_REQUEST_ID = HEADER_REQUEST_ID.encode()
 
 
 def _hop_by_hop(connection_values: Iterable[str]) -> set[str]:
@@ -40,15 +50,16 @@ def _hop_by_hop(connection_values: Iterable[str]) -> set[str]:
 def upstream_headers(headers: Headers, extra: Mapping[str, str]) -> list[tuple[str, str]]:
     """The client's headers as the shop gets them: no hop-by-hop, no identity the client
     claims (`extra`, set from the verified token, replaces it), nothing left to the upstream
-    client's defaults that the client did not ask for."""
-    drop = _hop_by_hop(headers.getlist("connection")) | _REQUEST_ONLY
+    client's defaults that the client did not ask for; the request's id and trace as the
+    gate has them (with tracing on, the client span's position replaces the traceparent)."""
+    drop = _hop_by_hop(headers.getlist("connection")) | _REQUEST_ONLY | _TRACE_HEADERS
     drop |= set(GATE_STRIPPED_HEADERS) | {name.lower() for name in extra}
     kept = [(k, v) for k, v in headers.items() if k not in drop]
     if "accept-encoding" not in headers:
         # The upstream client would ask for gzip; the body is passed on raw, so the client
         # would get a compression it never offered to decode.
         kept.append(("accept-encoding", "identity"))
-    return kept + list(extra.items())
+    return kept + outgoing_headers() + list(extra.items())
 
 
 def build_response(reply: Reply, head: bool = False) -> Response:
@@ -60,6 +71,7 @@ def build_response(reply: Reply, head: bool = False) -> Response:
     raw = [(name.lower(), value) for name, value in reply.raw_headers]
     connection = [value.decode("latin-1") for name, value in raw if name == b"connection"]
     drop = {name.encode("latin-1") for name in _hop_by_hop(connection)}
+    drop.add(_REQUEST_ID)  # the shop's echo of it: the gate answers the id itself, once
     if not head:
         drop.add(b"content-length")
     kept = [(name, value) for name, value in raw if name not in drop]

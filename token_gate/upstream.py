@@ -24,12 +24,15 @@ import ssl
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote, urlsplit
 
 import httptools
 
 from infra.resource import Resource
+
+if TYPE_CHECKING:
+    from infra.web.tracing import Tracing
 
 MAX_CONNECTIONS = 256
 # Request headers the gate never forwards as they came: it sets Host and Content-Length for
@@ -349,10 +352,16 @@ class Upstreams(Resource):
 
     RETRIED_CAUSES = frozenset({"ConnectError", "ConnectTimeout"})
 
-    def __init__(self, base_urls: Sequence[str], timeout: UpstreamTimeout) -> None:
+    def __init__(
+        self,
+        base_urls: Sequence[str],
+        timeout: UpstreamTimeout,
+        tracing: Tracing | None = None,
+    ) -> None:
         if not base_urls:
             raise ValueError("a gate needs at least one shop")
         self.members = [Upstream(url, timeout) for url in base_urls]
+        self.tracing = tracing  # None: no client span (the traceparent goes on by hand)
         self._next = 0
 
     async def start(self) -> None:
@@ -376,8 +385,33 @@ class Upstreams(Resource):
         for i in range(len(self.members)):
             member = self.members[(first + i) % len(self.members)]
             try:
-                return await member.request(method, target, headers, body, timeout_s)
+                if self.tracing is None:
+                    return await member.request(method, target, headers, body, timeout_s)
+                return await self._traced(member, method, target, headers, body, timeout_s)
             except UpstreamError as exc:
                 if exc.cause not in self.RETRIED_CAUSES or i == len(self.members) - 1:
                     raise
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _traced(
+        self,
+        member: Upstream,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        timeout_s: float | None,
+    ) -> Reply:
+        """One call in a client span of its own (a shop stepped over has its own, failed),
+        whose position the shop gets as the traceparent. Named by the method alone, as
+        OpenTelemetry names a client span without a route template: the target is the raw
+        path, ids and query included (a `?token=`), and never goes into a span."""
+        assert self.tracing is not None
+        with self.tracing.client(method, headers, member._host, member._port) as (span, sent):
+            try:
+                reply = await member.request(method, target, sent, body, timeout_s)
+            except UpstreamError as exc:
+                span.set_attribute("error.type", exc.cause)
+                raise
+            span.set_attribute("http.response.status_code", reply.status)
+            return reply

@@ -5,10 +5,11 @@ API.md: no request, however malformed, gets a 5xx or a traceback; bodies over 16
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -23,8 +24,11 @@ from infra.web import errors
 from infra.web.assets import asset_routes
 from infra.web.hotroutes import HotRoutes
 from infra.web.metrics import Metrics, RequestMetricsMiddleware
-from infra.web.middleware import LimitsMiddleware, RequestIdContextMiddleware
+from infra.web.middleware import LimitsMiddleware, RequestContextMiddleware
 from infra.web.openapi import openapi_route
+
+if TYPE_CHECKING:
+    from infra.web.tracing import Tracing
 
 
 class JSONResponse(Response):
@@ -61,12 +65,15 @@ def build_app(
     middleware: Sequence[Middleware] = (),
     hot_routes: Sequence[Route] = (),
     openapi: Mapping[str, Any] | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """Every HTTP process's app: request metrics outermost, then the header and body
     limits, then the app's own middleware; one JSON error shape for every failure.
     `hot_routes` (also listed in `routes`) are served around that stack (infra.web.hotroutes).
     Every app also serves the pages' shared files under ``/assets/`` (infra.web.assets) and,
     given its OpenAPI document (`openapi`, data: infra.web.openapi), ``GET /openapi.json``.
+    Every request's X-Request-Id and trace (infra.web.trace) are taken in front of the whole
+    stack, with its server span when `tracing` is on; the lifespan's end flushes the spans.
 
     The stack is built now rather than on the first request, as Starlette would, so that an
     app can stand something in front of all of it: ``app.middleware_stack = Outer(app.
@@ -78,7 +85,6 @@ def build_app(
         routes=served,
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=metrics),
-            Middleware(RequestIdContextMiddleware),
             Middleware(LimitsMiddleware),
             *middleware,
         ],
@@ -89,9 +95,23 @@ def build_app(
     # 307 whose Location it builds from the client's Host header: a redirect anyone can aim
     # at another host, which a shared cache could even keep for others.
     app.router.redirect_slashes = False
-    stack = app.build_middleware_stack()
-    app.middleware_stack = HotRoutes(stack, hot_routes, metrics) if hot_routes else stack
+    stack = RequestContextMiddleware(app.build_middleware_stack(), tracing)
+    app.middleware_stack = HotRoutes(stack, hot_routes, metrics, tracing) if hot_routes else stack
+    if tracing is not None:
+        app.router.lifespan_context = _flushing(lifespan, tracing)
     return app
+
+
+def _flushing(lifespan: Lifespan[Starlette], tracing: Tracing) -> Lifespan[Starlette]:
+    @contextlib.asynccontextmanager
+    async def flushing(app: Starlette) -> AsyncIterator[None]:
+        try:
+            async with lifespan(app):  # type: ignore[union-attr]
+                yield
+        finally:
+            await tracing.shutdown()  # the last spans reach the collector
+
+    return flushing
 
 
 def retry_after_s(ms: float) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.convertors import Convertor
 from starlette.requests import Request
@@ -23,17 +23,27 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra.web import errors
-from infra.web.logs import request_id
 from infra.web.metrics import Metrics
-from infra.web.middleware import over_limits, request_id_of
+from infra.web.middleware import over_limits
+from infra.web.trace import answer_header, begin_request, end_request
+
+if TYPE_CHECKING:
+    from infra.web.tracing import Tracing
 
 _Hot = tuple[re.Pattern[str], dict[str, Convertor[Any]], Callable[..., Any], str]
 
 
 class HotRoutes:
-    def __init__(self, app: ASGIApp, routes: Sequence[Route], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Sequence[Route],
+        metrics: Metrics,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracing = tracing  # None (off): no span is made, no tracer called
         self._by_method: dict[str, list[_Hot]] = {}
         for route in routes:
             for method in route.methods or ():
@@ -63,8 +73,8 @@ class HotRoutes:
     ) -> None:
         start = time.perf_counter()
         request = Request(scope, receive)
-        rid = request_id_of(scope)
-        token = request_id.set(rid) if rid is not None else None
+        trace = begin_request(scope, self.tracing)
+        status = 500
         try:
             refused = over_limits(scope)
             if refused is not None:
@@ -76,9 +86,10 @@ class HotRoutes:
                     # The edge of the request, as ServerErrorMiddleware is for the others: any
                     # error gets the answer build_app's handlers give it, never a traceback.
                     response = await errors.answer(request, exc)
+            response.raw_headers.append(answer_header(trace))
+            status = response.status_code
             await response(scope, receive, send)
         finally:
-            if token is not None:
-                request_id.reset(token)
+            end_request(trace, self.tracing, template, status)
         elapsed = time.perf_counter() - start
         self.metrics.observe_request(scope["method"], template, response.status_code, elapsed)

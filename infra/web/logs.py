@@ -1,5 +1,6 @@
 """JSON-lines logging for every flashsale process: ``setup_logging(level)``, and the
-``request_id`` context variable whose value every line logged while serving a request carries.
+``request_id`` and ``trace_context`` context variables whose values every line logged while
+serving a request (or handling a Kafka message) carries, as ``request_id`` and ``trace_id``.
 
 No line carries a secret, whoever logs it and however: a message, an ``extra=`` value and a
 traceback all pass through the same redaction before they are written (see ``redact``)."""
@@ -12,9 +13,12 @@ import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import orjson
+
+if TYPE_CHECKING:
+    from infra.web.trace import TraceParent
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged.
 _STANDARD_ATTRS = frozenset(
@@ -49,6 +53,8 @@ LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 # The X-Request-Id of the request being served, set by infra.web.middleware: every line
 # logged while serving it carries the id, which crossed the gate and goes on into Kafka.
 request_id: ContextVar[str | None] = ContextVar("flashsale_request_id", default=None)
+# The W3C trace of the same request or message (infra.web.trace): its trace id is logged.
+trace_context: ContextVar[TraceParent | None] = ContextVar("flashsale_trace", default=None)
 
 
 def redact(text: str, secrets: re.Pattern[str] | None = None) -> str:
@@ -95,6 +101,8 @@ class _JsonFormatter(logging.Formatter):
         }
         if (current := request_id.get()) is not None:
             line["request_id"] = self._redact(current)
+        if (trace := trace_context.get()) is not None:
+            line["trace_id"] = trace.trace_id  # 32 hex digits, checked: nothing to redact
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 line[key] = self._jsonable(value)

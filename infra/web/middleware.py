@@ -1,27 +1,23 @@
-"""The middleware every HTTP process runs before any route: limits and the request id."""
+"""The middleware every HTTP process runs before any route: limits, the request id and trace."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from typing import TYPE_CHECKING
 
-from infra.constants import (
-    HEADER_REQUEST_ID,
-    MAX_BODY_BYTES,
-    MAX_HEADER_BYTES,
-    REQUEST_ID_MAX_CHARS,
-)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from infra.constants import MAX_BODY_BYTES, MAX_HEADER_BYTES
 from infra.web import errors
-from infra.web.logs import request_id
+from infra.web.metrics import route_of
+from infra.web.trace import answer_header, begin_request, end_request, received_from
 
-_REQUEST_ID = HEADER_REQUEST_ID.encode()
+if TYPE_CHECKING:
+    from infra.web.tracing import Tracing
 
 
 def request_id_of(scope: Scope) -> str | None:
-    """The request's X-Request-Id when it is one we keep (1-128 ASCII characters)."""
-    value = next((v for k, v in scope["headers"] if k == _REQUEST_ID), None)
-    if value is None or not 1 <= len(value) <= REQUEST_ID_MAX_CHARS or not value.isascii():
-        return None
-    return value.decode("ascii", "replace")
+    """The request's X-Request-Id when it is one we keep (one header, 1-128 visible ASCII)."""
+    return received_from(scope["headers"])[0]
 
 
 def over_limits(scope: Scope, max_body: int = MAX_BODY_BYTES) -> errors.ApiError | None:
@@ -43,26 +39,37 @@ def over_limits(scope: Scope, max_body: int = MAX_BODY_BYTES) -> errors.ApiError
     return None
 
 
-class RequestIdContextMiddleware:
-    """Puts the request's X-Request-Id (set by the gate, or by the client of a process that
-    faces clients) into the logging context, so each log line of the request carries it."""
+class RequestContextMiddleware:
+    """Every request that is not a hot route's (those do the same inline): its X-Request-Id
+    and trace, kept or made (infra.web.trace), in the logging context while it is served; the
+    id on its answer; its server span when tracing is on. It stands outside Starlette's whole
+    stack (build_app), so an unexpected 500 carries the id too: the one someone will look for.
+    """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, tracing: Tracing | None = None) -> None:
         self.app = app
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        value = request_id_of(scope)
-        if value is None:
-            await self.app(scope, receive, send)
-            return
-        token = request_id.set(value)
+        trace = begin_request(scope, self.tracing)
+        line = answer_header(trace)
+        status = 500  # unless an answer starts: an error that escaped everything
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != line[0]]
+                message = {**message, "headers": [*headers, line]}
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_with_id)
         finally:
-            request_id.reset(token)
+            end_request(trace, self.tracing, route_of(scope), status)
 
 
 class LimitsMiddleware:

@@ -1,4 +1,5 @@
-"""Every log line written while serving a request carries the request's X-Request-Id."""
+"""Every log line written while serving a request carries the request's X-Request-Id (kept
+or made) and its trace id."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -44,7 +46,14 @@ async def test_the_request_id_reaches_the_log_lines_of_its_request() -> None:
             oversized = await client.get("/", headers={"X-Request-Id": "x" * 200})
     finally:
         logger.removeHandler(handler)
-    assert (tagged.text, untagged.text, oversized.text) == ("req-42", "-", "-")
+    # A usable id is kept; none, or one over 128 characters, is replaced by one made here.
+    assert tagged.text == "req-42"
+    assert re.fullmatch("[0-9a-f]{32}", untagged.text) and re.fullmatch(
+        "[0-9a-f]{32}", oversized.text
+    )
+    replies = (tagged, untagged, oversized)
+    assert [reply.headers["x-request-id"] for reply in replies] == [r.text for r in replies]
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [line.get("request_id") for line in lines] == ["req-42", None, None]
+    assert [line.get("request_id") for line in lines] == [r.text for r in replies]
+    assert all(re.fullmatch("[0-9a-f]{32}", line["trace_id"]) for line in lines)
     assert request_id.get() is None  # nothing leaks out of the request
