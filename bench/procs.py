@@ -160,12 +160,14 @@ async def platform(settings: Settings, logs: Path, *extra: str) -> AsyncIterator
 async def _start_platform(
     settings: Settings, log: Path, extra: tuple[str, ...]
 ) -> tuple[asyncio.subprocess.Process, Platform, asyncio.StreamReader]:
-    ports = {f: free_port() for f in ("gate_port", "queue_port", "shop_port", "scheduler_port")}
+    fields = ("gate_port", "queue_port", "shop_port", "scheduler_port", "worker_port")
+    ports = {f: free_port() for f in fields}
     settings = settings.replace(**ports)
     argv = [
         *("--gate-port", str(ports["gate_port"]), "--queue-port", str(ports["queue_port"])),
         *("--shop-port", str(ports["shop_port"])),
         *("--scheduler-port", str(ports["scheduler_port"])),
+        *("--worker-port", str(ports["worker_port"])),
         *("--redis-url", settings.redis_url, "--database-url", settings.database_url),
         *("--kafka-bootstrap", settings.kafka_bootstrap),
         *("--join-rate-per-ip", str(settings.join_rate_per_ip)),

@@ -166,7 +166,8 @@ class FaultPlatform:
         await upgrade(self.postgres.url)
         # As `flashsale up` does, before anything produces (auto-created topics differ).
         await ensure_topics(self.tansu.url, Settings().kafka_partitions)
-        ports = {n: free_port() for n in ("queue", "scheduler-a", "scheduler-b", "shop", "gate")}
+        names = ("queue", "scheduler-a", "scheduler-b", "shop", "gate", "worker")
+        ports = {n: free_port() for n in names}
         self.settings = Settings.from_env(
             {},
             dev=True,
@@ -177,6 +178,7 @@ class FaultPlatform:
             shop_port=ports["shop"],
             gate_port=ports["gate"],
             scheduler_port=ports["scheduler-a"],
+            worker_port=ports["worker"],
             # Every visitor of a storm comes from this machine: the abuse limits stay off.
             join_rate_per_ip=0.0,
             visitor_rate=0.0,

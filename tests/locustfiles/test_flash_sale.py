@@ -88,13 +88,14 @@ async def _start_servers(
     stack: contextlib.AsyncExitStack, urls: dict[str, str], tmp_path: Path
 ) -> tuple[Settings, list[Path]]:
     """Every process of the platform, each `python -m` with the env of its Settings."""
-    ports = {name: free_port() for name in ("queue", "scheduler", "gate", "shop")}
+    ports = {name: free_port() for name in ("queue", "scheduler", "gate", "shop", "worker")}
     settings = Settings.from_env(
         {},
         dev=True,
         **urls,
         queue_port=ports["queue"],
         scheduler_port=ports["scheduler"],
+        worker_port=ports["worker"],
         gate_port=ports["gate"],
         shop_port=ports["shop"],
         join_rate_per_ip=0,  # every Locust user comes from 127.0.0.1

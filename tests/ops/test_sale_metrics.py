@@ -6,6 +6,7 @@ order."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from infra.constants import DEV_ADMIN_KEY, SALES_KEY
 from infra.sale.keys import SaleKeys
 from tests.ops.platform import PROCESSES, Platform
+from tests.ops.test_rules import dashboard_exprs, rules
 from tests.support import iso_in, unique_id
 from token_gate.codec import TokenCodec
 
@@ -247,3 +249,27 @@ async def test_no_label_carries_an_id(
         sales = await redis.smembers(SALES_KEY)
     assert sale_run.product_id in products
     assert products <= sales, products - sales
+
+
+NAME = re.compile(r"\bflashsale_[a-z0-9_]*[a-z0-9]\b")
+NAME_PATTERN = re.compile(r'__name__=~"([^"]+)"')
+
+
+async def test_every_name_the_alerts_and_the_dashboard_use_is_scraped(
+    platform: Platform, sale_run: SaleRun
+) -> None:
+    """The rules and the dashboard cannot drift from the code: each flashsale_* name in them
+    (and each __name__ pattern) is a sample of a real scrape of the platform after a sale."""
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as http:
+        texts = [await platform.scrape(http, m) for m in PROCESSES]
+    scraped = {
+        s.name for text in texts for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }  # fmt: skip
+    exprs = [rule["expr"] for rule in rules()] + dashboard_exprs()
+    used = {name for expr in exprs for name in NAME.findall(expr)}
+    assert len(used) >= 20, used  # the regex finds the names at all
+    assert used <= scraped, sorted(used - scraped)
+    for expr in exprs:
+        for pattern in NAME_PATTERN.findall(expr):
+            assert any(re.fullmatch(pattern, name) for name in scraped), pattern

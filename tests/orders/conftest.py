@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from infra.constants import HEADER_GATE_SECRET, HEADER_PRODUCT_ID, HEADER_VISITOR_ID
 from infra.sale.keys import SaleKeys
 from infra.settings import Settings
+from infra.stack.embedded import free_port
 from shop.app import create_app
 from tests.support import running
 
@@ -49,7 +50,8 @@ class Worker:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        env = {**os.environ, **self.settings.to_env()}
+        # A port of its own for /healthz and /metrics: two workers may run at once.
+        env = {**os.environ, **self.settings.replace(worker_port=free_port()).to_env()}
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shop.worker", env=env
         )

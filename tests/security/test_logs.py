@@ -54,6 +54,7 @@ async def _flashsale_up(data_dir: Path, stderr: Path) -> AsyncIterator[dict[str,
         *(sys.executable, "-m", "infra", "up", "--data-dir", str(data_dir)),
         *("--gate-port", ports[0], "--queue-port", ports[1]),
         *("--shop-port", ports[2], "--scheduler-port", ports[3]),
+        *("--worker-port", str(free_port())),
         *("--join-rate-per-ip", "0", "--visitor-rate", "0"),  # one IP, many visitors
     ]
     with stderr.open("wb") as err:

@@ -54,6 +54,7 @@ async def flashsale_up(data_dir: Path, log: Path, admin_key: str) -> AsyncIterat
         *(sys.executable, "-m", "infra", "up", "--dev", "--data-dir", str(data_dir)),
         *("--gate-port", str(ports[0]), "--queue-port", str(ports[1])),
         *("--shop-port", str(ports[2]), "--scheduler-port", str(ports[3])),
+        *("--worker-port", str(free_port())),
         *("--join-rate-per-ip", "0", "--visitor-rate", "0", "--admin-key", admin_key),
     ]
     # Our URLs win over any FLASHSALE_*_URL of the caller's shell: this platform embeds all.

@@ -28,7 +28,7 @@ import pytest
 from infra.stack.console import LogTail, classify
 from infra.stack.embedded import free_port
 
-APPS = ("gate", "queue", "shop", "scheduler")
+APPS = ("gate", "queue", "shop", "scheduler", "worker")
 PROCESSES = (
     "valkey",
     "postgres",

@@ -38,7 +38,8 @@ def _base_port() -> int:
     """A base whose four ports are free in every replica (base + i * REPLICA_PORT_STEP)."""
     for _ in range(200):
         base = random.randrange(20000, 50000, 100)
-        wanted = [base + i * REPLICA_PORT_STEP + k for i in range(REPLICAS) for k in range(4)]
+        block = range(len(APPS))
+        wanted = [base + i * REPLICA_PORT_STEP + k for i in range(REPLICAS) for k in block]
         if all(_free(p) for p in wanted):
             return base
     raise AssertionError("no free block of ports")
@@ -52,7 +53,7 @@ async def test_three_of_everything_keep_the_line_fair_and_sell_each_unit_once(
     tmp_path: Path,
 ) -> None:
     base = _base_port()
-    ports = dict(zip(APPS, (base, base + 1, base + 2, base + 3), strict=True))
+    ports = {app: base + k for k, app in enumerate(APPS)}
     args = [x for app, port in ports.items() for x in (f"--{app}-port", str(port))]
     async with flashsale_up(tmp_path, tmp_path / "data", *args, "--replicas", str(REPLICAS)) as up:
         up.ports = ports

@@ -23,7 +23,7 @@ from infra.stack.embedded import free_port
 
 pytestmark = pytest.mark.slow
 
-APPS = ("gate", "queue", "shop", "scheduler")
+APPS = ("gate", "queue", "shop", "scheduler", "worker")
 
 
 @dataclass
@@ -167,8 +167,8 @@ async def test_up_is_ready_healthy_and_stops_cleanly(
     # 3 embedded servers, 4 HTTP processes and the order worker
     assert [(s["children"], s["killed"]) for s in stopped] == [(8, 0)]
     # Not a terminal: the children's JSON lines come on our stderr, as they always did, and
-    # nothing is written for a console.
-    assert [line["msg"] for line in lines].count("Application startup complete.") == 4
+    # nothing is written for a console. Five uvicorns: the order worker serves its port too.
+    assert [line["msg"] for line in lines].count("Application startup complete.") == 5
     assert not (up.data_dir / "logs" / "queue_server.log").exists()
 
 
