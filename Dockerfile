@@ -59,8 +59,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /home/flashsale
 USER 10001:10001
 
-# gate, queue_server, shop, scheduler (each serves /healthz and /metrics on its own port).
-EXPOSE 8000 8001 8002 8003
+# gate, queue_server, shop, scheduler, order worker (each serves /healthz and /metrics on its
+# own port).
+EXPOSE 8000 8001 8002 8003 8004
 
 ENTRYPOINT ["flashsale"]
 CMD ["--help"]

@@ -33,7 +33,7 @@ PROCESSES: dict[str, str | None] = {
     "token_gate": "gate_port",
     "shop": "shop_port",
     "scheduler": "scheduler_port",
-    "shop.worker": None,
+    "shop.worker": "worker_port",
     "shop.migrate": None,
 }
 APPS = frozenset(PROCESSES) - {"shop.migrate"}

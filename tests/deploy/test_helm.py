@@ -252,6 +252,27 @@ def test_chart_renders_a_sound_release(render: Any) -> None:
     assert hpas == {"rel-flashsale-queue-server", "rel-flashsale-token-gate"}
 
 
+def test_every_pod_with_a_port_is_scraped_on_it(render: Any) -> None:
+    """The prometheus.io annotations name each process's own port, the worker's included;
+    turned off, they are gone."""
+    docs = render(TEST_VALUES, "rel")
+    scraped = {}
+    for name, deployment in _kind(docs, "Deployment").items():
+        pod = deployment["spec"]["template"]
+        notes = pod["metadata"].get("annotations") or {}
+        port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+        assert notes.get("prometheus.io/scrape") == "true", name
+        assert notes["prometheus.io/port"] == str(port), name
+        assert notes["prometheus.io/path"] == "/metrics", name
+        scraped[name] = port
+    assert scraped["rel-flashsale-worker"] == 8004
+    assert len(scraped) == 5
+    quiet = render(_merge(TEST_VALUES, {"metrics": {"scrapeAnnotations": False}}), "rel")
+    for deployment in _kind(quiet, "Deployment").values():
+        notes = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+        assert "prometheus.io/scrape" not in notes
+
+
 def test_release_named_like_the_chart(render: Any) -> None:
     # "flashsale" collapses the names to flashsale-shop etc.: the Services' names then match
     # FLASHSALE_SHOP_PORT & co, which is why the pods run without Service links.
@@ -368,7 +389,7 @@ def test_values_topics_are_the_platforms() -> None:
 
 
 def test_values_ports_are_distinct() -> None:
-    ports = [VALUES[c]["port"] for c in ("queueServer", "tokenGate", "shop", "scheduler")]
+    ports = [VALUES[c]["port"] for c in ("queueServer", "tokenGate", "shop", "scheduler", "worker")]
     assert len(set(ports)) == len(ports)
 
 

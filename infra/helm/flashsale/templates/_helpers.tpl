@@ -81,6 +81,8 @@ values say which port each listens on (its containerPort). */}}
   value: {{ .Values.shop.port | quote }}
 - name: FLASHSALE_SCHEDULER_PORT
   value: {{ .Values.scheduler.port | quote }}
+- name: FLASHSALE_WORKER_PORT
+  value: {{ .Values.worker.port | quote }}
 - name: FLASHSALE_KAFKA_BOOTSTRAP
   value: {{ required "kafka.bootstrap is required: Kafka's host:port[,host:port...]" .Values.kafka.bootstrap | quote }}
 - name: FLASHSALE_SHOP_URL
@@ -146,6 +148,11 @@ spec:
         {{- if not $root.Values.secrets.existingSecret }}
         # A new secret rolls the pods (they read it only at their start).
         checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+        {{- end }}
+        {{- if and $v.port $root.Values.metrics.scrapeAnnotations }}
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ $v.port | quote }}
+        prometheus.io/path: /metrics
         {{- end }}
         {{- with $root.Values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
