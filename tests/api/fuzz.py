@@ -38,6 +38,7 @@ CHECKS = [
     response_headers_conformance,
     negative_data_rejection,
 ]
+SIZE_REFUSALS = ["413", "414", "431"]  # body, target, headers over the servers' limits
 SEED = 20261201  # CI's: the same requests every run (--long draws a new one and prints it)
 REQUEST_TIMEOUT_S = 10.0
 
@@ -118,6 +119,10 @@ def run(target: Target) -> Report:
     # generate or drop them too, a request it made invalid by dropping its Authorization would
     # go out with the harness' cookie and be (rightly) accepted.
     target.schema.config.generation.update(with_security_parameters=False)
+    # An invalid body may also be too big (a string at its maxLength of 4-byte characters, each
+    # 12 bytes as JSON escapes): refused for its size before it is read, which is a rejection.
+    rejection = target.schema.config.checks.negative_data_rejection
+    rejection.expected_statuses = [*rejection.expected_statuses, *SIZE_REFUSALS]
     # The reproductions show what was sent: the tests' tokens and keys are throwaway ones.
     target.schema.config.output.sanitization.update(enabled=False)
     start = time.monotonic()
@@ -176,14 +181,28 @@ def _fuzzer(
             )
             if 400 <= response.status_code < 500 and after != before[0]:
                 curl = case.as_curl_command(headers=headers, base_url=target.base_url)
+                moved = "\n".join(changes(before[0], after)[:20])
                 raise AssertionError(
                     f"a refused request ({response.status_code}) wrote to the stores:\n"
-                    f"{curl}\n{response.text[:500]}"
+                    f"{curl}\n{response.text[:500]}\nwhat moved:\n{moved}"
                 )
         finally:
             before[0] = after
 
     return fuzz_operation
+
+
+def changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """What moved between two states, by name: written, added or deleted."""
+
+    def how(name: str) -> str:
+        return "added" if name not in before else "deleted" if name not in after else "written"
+
+    return sorted(
+        f"{name}: {how(name)}"
+        for name in before.keys() | after.keys()
+        if before.get(name) != after.get(name)
+    )
 
 
 def _explained(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ from queue_server.app import create_app as create_queue
 from queue_server.openapi import QUEUE_API
 from shop.openapi import ADMIN_API, PUBLIC_PATHS, SECURITY_SCHEMES
 from tests.api import fuzz
-from tests.api.conftest import Budget, store_state
+from tests.api.conftest import Budget, sales_present, store_state
 from tests.support import iso_in, new_sale, serving
 from tests.token_gate.conftest import serving_shop
 from token_gate.app import create_app as create_gate
@@ -70,6 +70,7 @@ async def _sales(redis: Redis, **open_sale: Any) -> dict[str, str]:
 @pytest.mark.timeout(1800)  # a backstop: Budget.deadline_s bounds the run
 async def test_fuzz_queue_api(stack_settings: Settings, redis: Redis, budget: Budget) -> None:
     settings = stack_settings.replace(join_rate_per_ip=0)  # the line, not the abuse limit
+    foreign = await sales_present(redis)
     sales = await _sales(redis)
     codec = TokenCodec(settings.secret_keys)
     async with serving(create_queue(settings)) as url:
@@ -82,7 +83,7 @@ async def test_fuzz_queue_api(stack_settings: Settings, redis: Redis, budget: Bu
             schema=schemathesis.openapi.from_dict(served_document(QUEUE_API)),
             base_url=url,
             loop=asyncio.get_running_loop(),
-            snapshot=lambda: store_state(redis),
+            snapshot=lambda: store_state(redis, foreign=foreign),
             credentials=[
                 ("ticket", bearer(ticket)),
                 ("ticket", bearer(ticket)),
@@ -101,15 +102,17 @@ async def test_fuzz_queue_api(stack_settings: Settings, redis: Redis, budget: Bu
     _check(report)
 
 
-async def _quiet(redis: Redis, engine: AsyncEngine, timeout_s: float = 30.0) -> None:
+async def _quiet(
+    redis: Redis, engine: AsyncEngine, foreign: frozenset[str], timeout_s: float = 30.0
+) -> None:
     """Until the stores stop moving: the setup's orders and payment leave work for the shop's
     background jobs (the outbox relay marks the payment's event sent), and a write of theirs
     during a refused request reads as that request's write."""
     deadline = time.monotonic() + timeout_s
-    before = await store_state(redis, engine)
+    before = await store_state(redis, engine, foreign)
     while True:
         await asyncio.sleep(1.0)
-        now = await store_state(redis, engine)
+        now = await store_state(redis, engine, foreign)
         if now == before:
             return
         assert time.monotonic() < deadline, "the stores never came to rest"
@@ -126,6 +129,7 @@ async def _quiet(redis: Redis, engine: AsyncEngine, timeout_s: float = 30.0) -> 
 async def test_fuzz_shop_api_through_the_gate(
     stack_settings: Settings, redis: Redis, engine: AsyncEngine, budget: Budget
 ) -> None:
+    foreign = await sales_present(redis)
     sales = await _sales(redis, per_user_limit=1000)  # orders get past the limit
     open_id = sales["open"]
     codec = TokenCodec(stack_settings.secret_keys)
@@ -145,12 +149,12 @@ async def test_fuzz_shop_api_through_the_gate(
                 ]
                 paid = f"/products/{open_id}/orders/{orders[0]['order_id']}/pay"
                 assert (await client.post(paid, json={"card": "4242424242424242"})).is_success
-            await _quiet(redis, engine)
+            await _quiet(redis, engine, foreign)
             target = fuzz.Target(
                 schema=schemathesis.openapi.from_dict(served_document(GATE_API)),
                 base_url=url,
                 loop=asyncio.get_running_loop(),
-                snapshot=lambda: store_state(redis, engine),
+                snapshot=lambda: store_state(redis, engine, foreign),
                 credentials=[
                     ("token", bearer(token)),
                     ("token", bearer(token)),
@@ -181,6 +185,7 @@ async def test_fuzz_shop_api_through_the_gate(
 async def test_fuzz_admin_api(
     stack_settings: Settings, redis: Redis, engine: AsyncEngine, budget: Budget
 ) -> None:
+    foreign = await sales_present(redis)
     sales = await _sales(redis)
     admin = bearer(stack_settings.admin_key)
     async with serving_shop(stack_settings) as url:
@@ -188,7 +193,7 @@ async def test_fuzz_admin_api(
             schema=schemathesis.openapi.from_dict(ADMIN_API),
             base_url=url,
             loop=asyncio.get_running_loop(),
-            snapshot=lambda: store_state(redis, engine),
+            snapshot=lambda: store_state(redis, engine, foreign),
             credentials=[
                 ("admin key", admin),
                 ("admin key", admin),
@@ -212,6 +217,7 @@ async def test_fuzz_shop_api_as_the_shop_serves_it(
 ) -> None:
     """The same catalog and orders, straight at the shop: its own checks of the gate's secret
     and of the identity headers, whatever they hold (the gate's run cannot send those)."""
+    foreign = await sales_present(redis)
     sales = await _sales(redis, per_user_limit=1000)
     secret = {HEADER_GATE_SECRET: stack_settings.gate_secrets()[0]}
     visitor = new_visitor_id()
@@ -220,7 +226,7 @@ async def test_fuzz_shop_api_as_the_shop_serves_it(
     async with serving_shop(quiet) as url:
         async with httpx.AsyncClient(base_url=url, headers={**secret, **identity}) as client:
             placed = await client.post(f"/products/{sales['open']}/orders", json={"quantity": 2})
-        await _quiet(redis, engine)
+        await _quiet(redis, engine, foreign)
         target = fuzz.Target(
             schema=schemathesis.openapi.from_dict(
                 document(
@@ -229,7 +235,7 @@ async def test_fuzz_shop_api_as_the_shop_serves_it(
             ),
             base_url=url,
             loop=asyncio.get_running_loop(),
-            snapshot=lambda: store_state(redis, engine),
+            snapshot=lambda: store_state(redis, engine, foreign),
             credentials=[
                 ("gate's secret", secret),
                 ("gate's secret", secret),
