@@ -15,6 +15,7 @@ from infra.web.openapi import (
     Schema,
     document,
     error,
+    health_path,
     metrics_path,
     ok,
     operation,
@@ -70,13 +71,6 @@ JOINED: Schema = {
     "required": [*STATUS["required"], "ticket"],
     "properties": {**STATUS["properties"], "ticket": {"type": "string", "minLength": 1}},
 }
-HEALTH: Schema = {
-    "type": "object",
-    "required": ["status"],
-    "properties": {"status": {"const": "ok"}},
-    "additionalProperties": False,
-}
-
 TICKET = [{}, {"ticket": []}]  # join: optional (a new visitor has none)
 TICKET_REQUIRED = [{"ticket": []}]
 TICKET_ERRORS = error(
@@ -177,14 +171,7 @@ PATHS: dict[str, dict[str, Any]] = {
             parameters=[PRODUCT_ID],
         )
     },
-    "/healthz": {
-        "get": operation(
-            "getHealth",
-            "200 once Valkey answers.",
-            {"200": ok("Healthy.", HEALTH), "503": BUSY},
-            tags=["operations"],
-        )
-    },
+    "/healthz": health_path("200 once Valkey answers.", BUSY),
     "/metrics": metrics_path(),
 }
 

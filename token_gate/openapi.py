@@ -16,6 +16,7 @@ from infra.web.openapi import (
     SET_COOKIE,
     document,
     error,
+    health_path,
     metrics_path,
     operation,
     text,
@@ -121,28 +122,7 @@ PATHS: dict[str, dict[str, Any]] = {
             security=[{}, {"accessCookie": []}],
         )
     },
-    "/healthz": {
-        "get": operation(
-            "getHealth",
-            "200 once Valkey and the shop answer.",
-            {
-                "200": {
-                    "description": "Healthy.",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["status"],
-                                "properties": {"status": {"const": "ok"}},
-                            }
-                        }
-                    },
-                },
-                "503": UPSTREAM,
-            },
-            tags=["operations"],
-        )
-    },
+    "/healthz": health_path("200 once Valkey and the shop answer.", UPSTREAM),
     "/metrics": metrics_path(),
 }
 

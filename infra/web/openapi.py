@@ -158,6 +158,27 @@ NOT_FOUND = error("No such resource (a malformed id is as unknown as a missing o
 INVALID = error("The request is not valid.", "invalid_request")
 
 
+HEALTHY: Schema = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"const": "ok"}},
+    "additionalProperties": False,
+}
+
+
+def health_path(description: str, unhealthy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``/healthz``, the same shape on every process: 200 ``{"status": "ok"}`` when healthy,
+    503 (`unhealthy`, a plain ``unavailable`` by default) until then."""
+    return {
+        "get": operation(
+            "getHealth",
+            description,
+            {"200": ok("Healthy.", HEALTHY), "503": unhealthy or unavailable(retry_after=False)},
+            tags=["operations"],
+        )
+    }
+
+
 def metrics_path() -> dict[str, Any]:
     """``/metrics``, the same on every process."""
     return {
