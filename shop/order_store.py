@@ -7,7 +7,7 @@ Every state change writes its outbox event in the same transaction, so ``order.p
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infra.constants import TOPIC_ORDER_CANCELLED, TOPIC_ORDER_PAID
 from infra.sale.views import iso_utc
+from infra.web.trace import outgoing_headers
 from shop.models import orders, outbox
 
 RECORD_FIELDS = (
@@ -35,34 +36,37 @@ class BadRecord(ValueError):
     """A reservation record (or an order.placed message) that can never be stored."""
 
 
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+# The last millisecond of 9999-12-31: PostgreSQL's timestamptz and Python's datetime both end
+# there, and a record's times beyond it can never be stored.
+MAX_MS = 253_402_300_799_999
+_STRINGS = ("order_id", "product_id", "visitor_id", "currency")
+_INTEGERS = ("quantity", "unit_price", "total")
+_TIMES = ("created_ms", "hold_expires_ms")
 
 
 def row_from_record(record: dict[str, Any]) -> dict[str, Any]:
-    """The orders row of a reservation record; BadRecord if it is not one."""
+    """The orders row of a reservation record; BadRecord if it is not one.
+
+    Its times stay unix milliseconds (``created_ms``, ``hold_expires_ms``): PostgreSQL turns
+    them into timestamptz in the insert itself (store_placed). Two datetimes per row built
+    here were a fifth of the order worker's Python per order (py-spy, ~4 us of ~20)."""
     try:
-        values = {name: record[name] for name in RECORD_FIELDS}
+        row = {name: record[name] for name in RECORD_FIELDS}
     except (KeyError, TypeError):
         raise BadRecord("missing fields") from None
-    for name in ("order_id", "product_id", "visitor_id", "currency"):
-        if not isinstance(values[name], str) or not values[name]:
+    for name in _STRINGS:
+        value = row[name]
+        if type(value) is not str or not value:
             raise BadRecord(f"{name} must be a non-empty string")
-    for name in ("quantity", "unit_price", "total", "created_ms", "hold_expires_ms"):
-        if type(values[name]) is not int or values[name] < 0:
+    for name in _INTEGERS:
+        value = row[name]
+        if type(value) is not int or value < 0:
             raise BadRecord(f"{name} must be a non-negative integer")
-    return {
-        "order_id": values["order_id"],
-        "product_id": values["product_id"],
-        "visitor_id": values["visitor_id"],
-        "quantity": values["quantity"],
-        "unit_price": values["unit_price"],
-        "currency": values["currency"],
-        "total": values["total"],
-        "status": "placed",
-        "created_at": _dt(values["created_ms"]),
-        "hold_expires_at": _dt(values["hold_expires_ms"]),
-    }
+    for name in _TIMES:
+        value = row[name]
+        if type(value) is not int or not 0 <= value <= MAX_MS:
+            raise BadRecord(f"{name} must be a unix time in ms, up to the year 9999")
+    return row
 
 
 def parse_record(raw: str | bytes) -> dict[str, Any]:
@@ -119,7 +123,8 @@ def record_view(record: dict[str, Any]) -> dict[str, Any]:
 
 
 # The columns of a placed order and their PostgreSQL types: store_placed sends each column
-# as one array and unnests them in PostgreSQL.
+# as one array and unnests them in PostgreSQL, which also turns the unix milliseconds into
+# timestamptz (exactly: whole milliseconds of an interval, no floating point).
 _PLACED = (
     ("order_id", "text"),
     ("product_id", "text"),
@@ -128,21 +133,26 @@ _PLACED = (
     ("unit_price", "bigint"),
     ("currency", "text"),
     ("total", "bigint"),
-    ("status", "text"),
-    ("created_at", "timestamptz"),
-    ("hold_expires_at", "timestamptz"),
+    ("created_ms", "bigint"),
+    ("hold_expires_ms", "bigint"),
 )
+_EPOCH_MS = "timestamptz 'epoch' + {} * interval '1 millisecond'"
 _INSERT_PLACED = text(
-    f"INSERT INTO orders ({', '.join(name for name, _ in _PLACED)}) "
-    f"SELECT * FROM unnest({', '.join(f'CAST(:{name} AS {kind}[])' for name, kind in _PLACED)}) "
+    "INSERT INTO orders (order_id, product_id, visitor_id, quantity, unit_price, currency, "
+    "total, status, created_at, hold_expires_at) "
+    "SELECT order_id, product_id, visitor_id, quantity, unit_price, currency, total, "
+    f"'placed', {_EPOCH_MS.format('created_ms')}, {_EPOCH_MS.format('hold_expires_ms')} "
+    f"FROM unnest({', '.join(f'CAST(:{name} AS {kind}[])' for name, kind in _PLACED)}) "
+    f"AS placed({', '.join(name for name, _ in _PLACED)}) "
     "ON CONFLICT (order_id) DO NOTHING"
 )
 
 
 async def store_placed(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Idempotent on order_id: redelivery, replays and the reconciler never duplicate.
+    `rows` are row_from_record's.
 
-    One statement whatever the batch: ten arrays, which asyncpg encodes in C and PostgreSQL
+    One statement whatever the batch: nine arrays, which asyncpg encodes in C and PostgreSQL
     unnests. SQLAlchemy's executemany built a parameter set per row in Python, and that was
     the order worker's largest cost once its batches overlapped (py-spy)."""
     if rows:
@@ -173,7 +183,9 @@ async def load(
 
 
 def _event(row: Any, topic: str) -> dict[str, Any]:
-    return {"topic": topic, "key": row.product_id, "payload": api_view(row)}
+    # The relay sends it later, from the worker: the request's id and trace go with the row.
+    headers = dict(outgoing_headers()) or None
+    return {"topic": topic, "key": row.product_id, "payload": api_view(row), "headers": headers}
 
 
 async def mark_paid(conn: AsyncConnection, order_id: str) -> Any:
