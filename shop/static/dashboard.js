@@ -5,6 +5,8 @@
 //   GET /admin/products            the sales and their settings (every LIST_EVERY samples)
 //   GET /admin/sales/{id}/stats    the live figures of the shown sales (every sample)
 //   GET /admin/dlq                 the dead letters (every LIST_EVERY samples)
+//   GET /admin/role                which key this is: with the viewer key (read only) the
+//                                  controls that change a sale are not shown at all
 // The charts' figures are sampled here, every SAMPLE_MS, into a ring of the last WINDOW_S per
 // sale; dashboard_charts.js draws them, the rates as deltas of the counters (tokens issued,
 // orders of every status) between samples.
@@ -36,6 +38,7 @@
 
   const state = {
     key: null,
+    role: null,         // "admin" or "viewer" (GET /admin/role)
     sales: [],          // the last GET /admin/products
     stats: new Map(),   // id -> the last stats
     rings: new Map(),   // id -> {t, waiting, admitted, orders}
@@ -64,6 +67,10 @@
       signOut("The shop refused this key (401 unauthorized). Enter the admin key again.");
       throw new AuthError("unauthorized");
     }
+    if (response.status === 403 && data && data.error === "forbidden") {
+      // Only a viewer key meets this (its controls are hidden): the page learns it was wrong.
+      applyRole("viewer");
+    }
     if (!response.ok) throw new ApiError(response.status, data);
     return data;
   }
@@ -80,9 +87,20 @@
     input.focus();
   }
 
+  // The viewer key reads everything the admin key does and changes nothing: the controls that
+  // would change a sale are hidden, so the page never offers what the shop refuses (403).
+  function applyRole(role) {
+    state.role = role;
+    const viewer = role === "viewer";
+    for (const el of document.querySelectorAll("[data-writes]")) el.hidden = viewer;
+    $("role").hidden = !viewer;
+    document.body.dataset.role = role || "";
+  }
+
   function signOut(message) {
     stopSampling();
     state.key = null;
+    applyRole(null);
     try { sessionStorage.removeItem(KEY_STORE); } catch (_) { /* storage blocked */ }
     showLogin(message);
   }
@@ -90,7 +108,12 @@
   async function signIn(key) {
     state.key = key;
     try {
-      state.sales = await api("GET", "/admin/products");
+      const [sales, who] = await Promise.all([
+        api("GET", "/admin/products"),
+        api("GET", "/admin/role"),
+      ]);
+      state.sales = sales;
+      applyRole(who.role);
     } catch (err) {
       if (!(err instanceof AuthError)) {
         state.key = null;

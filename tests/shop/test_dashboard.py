@@ -302,7 +302,7 @@ async def test_the_key_goes_only_as_a_bearer_header(
     assert await page.evaluate(f"sessionStorage.getItem('{KEY_STORE}')") == ADMIN_KEY
     assert await page.evaluate("JSON.stringify(localStorage)") == "{}"
     assert ADMIN_KEY not in await page.evaluate("document.cookie")
-    data_paths = ("/admin/products", "/admin/sales/", "/admin/dlq")
+    data_paths = ("/admin/products", "/admin/sales/", "/admin/dlq", "/admin/role")
     seen: set[str] = set()
     for request in requests:
         assert ADMIN_KEY not in unquote(request.url), request.url
@@ -318,6 +318,7 @@ async def test_the_key_goes_only_as_a_bearer_header(
     expected = {
         "GET /admin/products",
         "GET /admin/dlq",
+        "GET /admin/role",
         f"GET /admin/sales/{pid}/stats",
         f"POST /admin/sales/{pid}/pause",
         f"POST /admin/sales/{pid}/resume",
