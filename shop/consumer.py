@@ -148,6 +148,7 @@ class OrderConsumer:
         metrics: Metrics,
         batch: int = 500,
         tracing: Tracing | None = None,
+        group: str = CONSUMER_GROUP,  # a test's own, to consume beside the workers of others
     ) -> None:
         self.bootstrap = bootstrap
         self.batch = batch
@@ -156,6 +157,7 @@ class OrderConsumer:
         self.producer = producer
         self.metrics = metrics
         self.tracing = tracing
+        self.group = group
         self._stuck_commits = 0
         self._consumer: AIOKafkaConsumer | None = None  # the one consuming now (for lag())
         metrics.counter("orders_stored_total", "order.placed messages stored in PostgreSQL", [])
@@ -196,7 +198,7 @@ class OrderConsumer:
         consumer = AIOKafkaConsumer(
             TOPIC_ORDER_PLACED,
             bootstrap_servers=self.bootstrap,
-            group_id=CONSUMER_GROUP,
+            group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch,

@@ -59,6 +59,9 @@ outbox = Table(
     Column("topic", Text, nullable=False),
     Column("key", Text, nullable=False),
     Column("payload", JSONB, nullable=False),
+    # The Kafka headers the event goes out with: the request id and traceparent of the
+    # request that wrote it (infra.web.trace), or null outside a request.
+    Column("headers", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("published_at", DateTime(timezone=True)),
     Index("outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),

@@ -1,4 +1,5 @@
-"""Publishes the outbox: order.paid and order.cancelled, in commit order, at least once."""
+"""Publishes the outbox: order.paid and order.cancelled, in commit order, at least once, each
+with the request id and traceparent it was written under (the outbox row's headers)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ class OutboxRelay:
                 )
             ).all()
             for row in rows:
-                await self.producer.publish(row.topic, row.key, row.payload)
+                # With the request id and trace of the request that wrote it (none: none).
+                headers = [(k, str(v).encode()) for k, v in (row.headers or {}).items()]
+                await self.producer.publish(row.topic, row.key, row.payload, headers)
             if rows:
                 await conn.execute(
                     update(outbox)

@@ -4,10 +4,13 @@
   ``ClientAddress``.
 - ``errors``: one exception type per error code of API.md, and the one JSON shape they answer
   with.
-- ``middleware``: the header and body limits, and the request id in the logging context.
+- ``middleware``: the header and body limits, and each request's id and trace in the logging
+  context.
+- ``trace``: X-Request-Id and the W3C traceparent, kept or made, on HTTP and in Kafka headers.
+- ``tracing``: OpenTelemetry's spans, imported only when ``FLASHSALE_OTEL`` switches it on.
 - ``hotroutes``: the few routes a storm hammers, served around Starlette's stack.
 - ``metrics``: ``/metrics`` and the per-request counters.
-- ``logs``: JSON-lines logging and the ``request_id`` context variable.
+- ``logs``: JSON-lines logging and the ``request_id`` and ``trace_context`` context variables.
 - ``serve``: uvicorn with the platform's limits, and the settings read at a process's edge.
 
 May import the ground floor (``infra.settings``, ``infra.constants``). Never ``infra.sale``,

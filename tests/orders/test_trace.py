@@ -17,24 +17,28 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka import AIOKafkaConsumer
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from infra.constants import TOPIC_ORDER_PAID
 from infra.redis import create_redis
 from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
 from infra.web.logs import _JsonFormatter
 from infra.web.metrics import Metrics
+from infra.web.trace import parse_traceparent
 from infra.web.tracing import Tracing
 from shop.app import create_app as create_shop
 from shop.consumer import OrderConsumer
 from shop.producer import EventProducer
+from shop.relay import OutboxRelay
 from shop.reservations import Reservations
-from tests.orders.conftest import eventually, place_order, stored_count
-from tests.support import new_sale, running, serving
+from tests.orders.conftest import eventually, identity, place_order, stored_count
+from tests.support import new_sale, running, serving, unique_id
 from token_gate.app import create_app as create_gate
 from token_gate.codec import TokenCodec
 
@@ -80,8 +84,12 @@ async def order_consumer(
         Reservations(redis, SaleScripts(redis)),
         producer,
         Metrics("flashsale_worker"),
-        batch=100,
+        batch=2_000,
         tracing=tracing,
+        # A group of its own: it joins at once, whoever else (a worker another test killed)
+        # is still a member of the workers' group. It reads order.placed from its start;
+        # storing an order again is a no-op.
+        group=unique_id("trace-worker"),
     )
     await producer.start()
     task = asyncio.create_task(consumer.run())
@@ -211,3 +219,46 @@ async def test_one_order_from_the_gate_to_the_worker_is_one_trace(
         assert not any(pid in text and "?" in text for text in shown), shown
         assert "token=" not in " ".join(shown)
     assert not any(pid in s.name for s in spans)  # span names are route templates
+
+
+async def test_the_outbox_events_carry_the_request_id_and_trace_of_their_request(
+    shop: httpx.AsyncClient, redis: Redis, engine: AsyncEngine, settings: Settings
+) -> None:
+    """order.paid leaves later, from the worker's relay: the paying request's id and trace
+    are kept with the outbox row and go out in the event's headers."""
+    keys = await new_sale(redis, stock=3)
+    pid = keys.product_id
+    placed = await place_order(shop, settings, pid, "lin")
+    assert placed.status_code == 202, placed.text
+    order_id = placed.json()["order_id"]
+    paying = {
+        **identity(settings, pid, "lin"),
+        "X-Request-Id": "pay-rid-1",
+        "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_PARENT}-01",
+    }
+    paid = await shop.post(
+        f"/products/{pid}/orders/{order_id}/pay", json={"card": "4242424242424242"}, headers=paying
+    )
+    assert paid.status_code == 200, paid.text
+    async with EventProducer(settings.kafka_bootstrap) as producer:
+        await producer.wait_connected(30)
+        relay = OutboxRelay(engine, producer)
+        while await relay.run_once():  # every unsent event, this one among them
+            pass
+    consumer = AIOKafkaConsumer(
+        TOPIC_ORDER_PAID, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        found: dict[str, bytes] | None = None
+        deadline = time.monotonic() + 30
+        while found is None and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for message in (m for part in batches.values() for m in part):
+                if orjson.loads(message.value or b"{}").get("order_id") == order_id:
+                    found = dict(message.headers)
+    finally:
+        await consumer.stop()
+    assert found is not None, "order.paid not found"
+    assert found["x-request-id"] == b"pay-rid-1"
+    assert parse_traceparent(found["traceparent"]) == parse_traceparent(paying["traceparent"])

@@ -1,7 +1,8 @@
 """Secrets never appear in logs: a real `flashsale up` (every process, the embedded servers
 included) with keys of its own, a small `flashsale storm` against it, and the requests an
-attacker and a buyer send by hand; then every line any process wrote is searched for every
-secret: tokens, tickets, keys, the gate secret, the stores' passwords, a card number."""
+attacker and a buyer send by hand; then every line any process wrote, and every span it
+exported (tracing on), is searched for every secret: tokens, tickets, keys, the gate secret,
+the stores' passwords, a card number."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from infra.settings import Settings
 from infra.stack.embedded import free_port
 from infra.web.logs import CHATTY_LOGGERS, setup_logging
 from tests.security.conftest import ADMIN_KEY, NEW_KEY, OLD_KEY, bearer, cookie, cookieless
+from tests.security.otlp import otlp_receiver
 from tests.support import sale_body, unique_id
 from token_gate.codec import TokenCodec
 
@@ -40,15 +42,20 @@ def _tail(path: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _flashsale_up(data_dir: Path, stderr: Path) -> AsyncIterator[dict[str, str]]:
+async def _flashsale_up(
+    data_dir: Path, stderr: Path, otlp_url: str
+) -> AsyncIterator[dict[str, str]]:
     ports = [str(free_port()) for _ in range(4)]
     # Not --dev: the keys are this deployment's own, as in production. Debug logging, so
-    # that even the most talkative level is held to it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHSALE_")}
+    # that even the most talkative level is held to it; tracing on, so that the spans every
+    # process exports (to `otlp_url`) are held to it too.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASHSALE_", "OTEL_"))}
     env.update(
         FLASHSALE_SECRET_KEYS=f"{NEW_KEY},{OLD_KEY}",
         FLASHSALE_ADMIN_KEY=ADMIN_KEY,
         FLASHSALE_LOG_LEVEL="debug",
+        FLASHSALE_OTEL="1",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_url,
     )
     argv = [
         *(sys.executable, "-m", "infra", "up", "--data-dir", str(data_dir)),
@@ -153,7 +160,10 @@ async def _by_hand(urls: dict[str, str], gate_secret: str) -> tuple[list[str], s
 async def test_no_secret_reaches_any_log(tmp_path: Path, embedded_data_dir: Path) -> None:
     up_log = tmp_path / "up.stderr"
     out = tmp_path / "storm"
-    async with _flashsale_up(embedded_data_dir, up_log) as urls:
+    async with (
+        otlp_receiver() as receiver,
+        _flashsale_up(embedded_data_dir, up_log, receiver.url) as urls,
+    ):
         settings = Settings(secret_keys=(NEW_KEY, OLD_KEY))
         gate_secrets = settings.gate_secrets()
         seen, pid = await _by_hand(urls, gate_secrets[0])
@@ -184,6 +194,11 @@ async def test_no_secret_reaches_any_log(tmp_path: Path, embedded_data_dir: Path
             for p in [*(embedded_data_dir / "logs").glob("*.log"), *out.glob("*.log")]
         },
         **{f"storm/{p.name}": p.read_text() for p in out.glob("locust_*.csv")},
+        # Every span's name, attributes and events, per service, searched like a log.
+        **{
+            f"spans of {name}": "\n".join(s.text() for s in receiver.spans if s.service == name)
+            for name in {s.service for s in receiver.spans}
+        },
     }
     # The logs are real and complete: every process wrote its lines where they were looked for.
     everything = "\n".join(logs.values())
@@ -196,6 +211,14 @@ async def test_no_secret_reaches_any_log(tmp_path: Path, embedded_data_dir: Path
     # The search finds what is there: the sale's id is logged (by the scheduler), its
     # tokens are not.
     assert pid in logs["flashsale up"]
+    # The spans are real too: each process's, the routes that carried a token (the shop
+    # page's ?token=, the orders' Bearer) named by their templates, never by their paths.
+    services = {f"flashsale-{name}" for name in ("gate", "queue", "shop", "worker")}
+    assert services <= {span.service for span in receiver.spans}
+    names = {span.name for span in receiver.spans}
+    assert {"GET /shop/{product_id}", "POST /products/{product_id}/orders"} <= names, names
+    assert "process order.placed" in names
+    assert not [name for name in names if pid in name or "?" in name]
 
     leaks = [
         f"{what} in {where}"
