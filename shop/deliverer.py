@@ -32,9 +32,10 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -136,8 +137,8 @@ class Job:
     attempt: int
     url: str
     format: str
-    secret: str
-    event: dict[str, Any]
+    secret: str = field(repr=False)  # never in a log line, should a job ever be logged
+    event: dict[str, Any] = field(default_factory=dict)
 
 
 class Deliverer:
@@ -413,7 +414,7 @@ class Deliverer:
         except TimeoutError:
             error = f"no complete answer within {self.timeout_s:g} s"
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+            error = _without_url(f"{type(exc).__name__}: {exc}", job.url)[:ERROR_CHARS]
         duration_ms = int((time.monotonic() - start) * 1000)
         if status is not None and not 200 <= status < 300 and not error:
             error = f"HTTP {status}"
@@ -496,6 +497,14 @@ class Deliverer:
                     webhook_events.c.created_at < func.now() - _seconds(KEEP_DAYS * 86_400)
                 )
             )
+
+
+def _without_url(message: str, url: str) -> str:
+    """An error as the attempts' listing shows it, to the viewer key too: without the URL nor
+    its path, which for a Slack webhook is the credential (shop.webhooks.shown_url)."""
+    path = urlsplit(url).path
+    message = message.replace(url, "<the webhook's URL>")
+    return message.replace(path, "<path>") if len(path) > 1 else message
 
 
 def _seconds(seconds: float) -> Any:
