@@ -332,3 +332,16 @@ async def test_an_emit_to_a_redis_that_is_not_there_is_dropped_in_time() -> None
     assert await events.emit(dead, events.SALE_PAUSED, "p") is None
     assert time.monotonic() - start < 1.0
     await dead.aclose()
+
+
+def test_every_kind_has_its_slack_line_and_errors_hide_the_url() -> None:
+    from shop.deliverer import _without_url, slack_text
+
+    for kind in events.EVENT_KINDS:
+        line = slack_text({"type": kind, "product_id": "air<max>", "data": {}})
+        assert line.startswith("flashsale: :") and kind not in line, line  # not the fallback
+        if "sale" in kind:
+            assert "air&lt;max&gt;" in line  # Slack's control characters escaped
+    url = "https://hooks.slack.com/services/T0/B0/SECRET"
+    shown = _without_url(f"ConnectError: cannot reach {url} (or /services/T0/B0/SECRET)", url)
+    assert "SECRET" not in shown and "ConnectError" in shown
