@@ -99,11 +99,11 @@ async def test_a_killed_worker_loses_and_duplicates_nothing(
     small_batches = settings.replace(worker_batch=10)
     worker = Worker(small_batches)
     await worker.start()
-    await eventually(lambda: _stored_at_least(engine, pid, 1), what="first batch stored")
-    await worker.kill()  # mid-stream: whatever it had not committed is redelivered
-    killed_at = await stored_count(engine, pid)
-    await worker.start()
-    try:
+    try:  # from the first start: a failed wait must not leave a worker consuming behind us
+        await eventually(lambda: _stored_at_least(engine, pid, 1), what="first batch stored")
+        await worker.kill()  # mid-stream: whatever it had not committed is redelivered
+        killed_at = await stored_count(engine, pid)
+        await worker.start()
         await eventually(lambda: _stored_is(engine, pid, 1000), what="all orders stored")
     finally:
         await worker.stop()
