@@ -25,7 +25,7 @@ from infra.settings import Settings
 from infra.web import errors
 from infra.web.app import JSONResponse, build_app
 from infra.web.metrics import Metrics
-from infra.web.openapi import document, metrics_path, ok, operation, unavailable
+from infra.web.openapi import document, health_path, metrics_path
 from infra.web.serve import uvicorn_options
 
 log = logging.getLogger("flashsale.worker")
@@ -36,25 +36,7 @@ WORKER_API = document(
     'expirer and the outbox relay; it has no public API. Every error is `{"error": code, '
     '"detail": sentence}`.',
     {
-        "/healthz": {
-            "get": operation(
-                "getHealth",
-                "200 once Valkey and PostgreSQL answer and the consumer runs.",
-                {
-                    "200": ok(
-                        "Healthy.",
-                        {
-                            "type": "object",
-                            "required": ["status"],
-                            "properties": {"status": {"const": "ok"}},
-                            "additionalProperties": False,
-                        },
-                    ),
-                    "503": unavailable(retry_after=False),
-                },
-                tags=["operations"],
-            )
-        },
+        "/healthz": health_path("200 once Valkey and PostgreSQL answer and the consumer runs."),
         "/metrics": metrics_path(),
     },
     tags=[{"name": "operations", "description": "Health, metrics, this document."}],

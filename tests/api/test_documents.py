@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from infra.settings import Settings
+from infra.web.metrics import Metrics
 from infra.web.openapi import OPENAPI_PATH, document, operation, served_document
 from queue_server.app import create_app as create_queue
 from queue_server.openapi import QUEUE_API
@@ -21,6 +22,7 @@ from scheduler.app import create_app as create_scheduler
 from scheduler.openapi import SCHEDULER_API
 from shop.app import create_app as create_shop
 from shop.openapi import ADMIN_API, SHOP_API
+from shop.worker_http import WORKER_API, create_worker_app
 from tests.api.routes import disagreements
 from tests.support import running
 from token_gate.app import create_app as create_gate
@@ -31,7 +33,12 @@ APPS: dict[str, tuple[Callable[[Settings], Starlette], dict[str, Any]]] = {
     "shop": (create_shop, SHOP_API),
     "gate": (create_gate, GATE_API),
     "scheduler": (create_scheduler, SCHEDULER_API),
+    "worker": (lambda settings: create_worker_app(Metrics("t"), _healthy), WORKER_API),
 }
+
+
+async def _healthy() -> None:
+    return None
 
 
 @pytest.fixture
@@ -76,8 +83,8 @@ def test_the_comparison_sees_both_kinds_of_drift() -> None:
 
 @pytest.mark.parametrize(
     "doc",
-    [QUEUE_API, SHOP_API, ADMIN_API, GATE_API, SCHEDULER_API],
-    ids=["queue", "shop", "admin", "gate", "scheduler"],
+    [QUEUE_API, SHOP_API, ADMIN_API, GATE_API, SCHEDULER_API, WORKER_API],
+    ids=["queue", "shop", "admin", "gate", "scheduler", "worker"],
 )
 def test_documents_are_valid_openapi_whose_operations_all_load(doc: dict[str, Any]) -> None:
     schema = schemathesis.openapi.from_dict(served_document(doc))
