@@ -15,6 +15,7 @@ import pytest
 
 from infra.constants import DEV_ADMIN_KEY, DEV_SECRET_KEY
 from infra.settings import ConfigError, Settings
+from infra.stack.embedded import free_port
 from infra.stack.supervisor import ChildNotReady, ChildSpec, Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,6 +213,10 @@ async def test_flashsale_up_stops_at_once_when_an_external_server_does_not_answe
         ("--kafka-bootstrap", f"127.0.0.1:{port}"),
     ):
         argv = [sys.executable, "-m", "infra", "up", "--data-dir", str(tmp_path / "d"), flag, value]
+        # Ports of its own: the busy-port check runs first, and anything on 8000-8004 (another
+        # run's platform) would answer for it.
+        for name in ("gate", "queue", "shop", "scheduler", "worker"):
+            argv += [f"--{name}-port", str(free_port())]
         code, out, err, elapsed = await _run(argv, _env(), tmp_path)
         assert code == 1, err
         assert out == "" and len(err.strip().splitlines()) == 1, err
