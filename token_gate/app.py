@@ -166,6 +166,7 @@ def create_app(
                 app.state.upstream = upstream
                 yield
         finally:
+            breaker.off_open(circuit_opened)
             await events.drain()  # a circuit event on its way still gets its Redis client
             await redis.aclose()
 

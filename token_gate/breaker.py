@@ -56,6 +56,11 @@ class CircuitBreaker:
         event in a task of its own): the breaker runs inside a request."""
         self._on_open.append(listener)
 
+    def off_open(self, listener: Callable[[], None]) -> None:
+        """Stop calling `listener` (a gate's lifespan ends; a test's breaker outlives it)."""
+        if listener in self._on_open:
+            self._on_open.remove(listener)
+
     @property
     def state(self) -> str:
         # OPEN turns HALF-OPEN by the passing of time alone, so it is applied when looked at.
