@@ -22,7 +22,6 @@ EVENTS_MAXLEN = 10_000  # trimmed approximately (MAXLEN ~): a few days of a busy
 # hash tag ("fs:{p}:event:<kind>"), or global for what is not per sale ("fs:event:<kind>").
 EVENT_MARKER_PREFIX = "fs:event:"
 
-
 # --- Queue modes (API.md); sale states are computed in lib.lua --------------------------------
 QUEUE_MODE_FIFO = "fifo"
 QUEUE_MODE_SHUFFLE = "shuffle_prequeue"
