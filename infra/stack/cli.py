@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--scheduler-port", type=int)
     up.add_argument("--worker-port", type=int, help="the order worker's /healthz and /metrics")
     up.add_argument("--admin-key", help="bearer key of the admin API")
+    up.add_argument("--viewer-key", help="read-only key of the admin API (stats, dashboard)")
     up.add_argument("--data-dir", type=Path, help="embedded servers' data (default .flashsale)")
     up.add_argument("--redis-url", help="use this Redis instead of the embedded Valkey")
     up.add_argument("--database-url", help="use this PostgreSQL instead of the embedded one")
@@ -200,6 +201,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Sett
             "scheduler_port",
             "worker_port",
             "admin_key",
+            "viewer_key",
             "redis_url",
             "database_url",
             "kafka_bootstrap",

@@ -23,6 +23,11 @@ PG_STATE = text(
     " md5(ob::text) FROM outbox ob"
     " UNION ALL SELECT 'dead_letters/' || coalesce(key, '') || '/' || id, md5(d::text)"
     " FROM dead_letters d"
+    # The webhooks are no sale's: an empty product segment, always in.
+    " UNION ALL SELECT 'webhooks//' || id, md5(w::text) FROM webhooks w"
+    " UNION ALL SELECT 'webhook_events/' || coalesce(product_id, '') || '/' || id, md5(e::text)"
+    " FROM webhook_events e"
+    " UNION ALL SELECT 'webhook_deliveries//' || id, md5(wd::text) FROM webhook_deliveries wd"
 )
 _TAG = re.compile(r"\{([^}]*)\}")
 LONG_FACTOR = 10

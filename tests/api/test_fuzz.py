@@ -189,6 +189,10 @@ async def test_fuzz_admin_api(
     sales = await _sales(redis)
     admin = bearer(stack_settings.admin_key)
     async with serving_shop(stack_settings) as url:
+        # A webhook that exists, so that its deletion and its deliveries are reached too.
+        async with httpx.AsyncClient(base_url=url, headers=admin) as client:
+            hook = await client.post("/admin/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+            assert hook.status_code == 201, hook.text
         target = fuzz.Target(
             schema=schemathesis.openapi.from_dict(ADMIN_API),
             base_url=url,
@@ -199,10 +203,15 @@ async def test_fuzz_admin_api(
                 ("admin key", admin),
                 ("admin key", admin),
                 ("wrong key", bearer(stack_settings.admin_key + "x")),
+                # Reads everything and changes nothing: its refusals are checked for writes too.
+                ("viewer key", bearer(stack_settings.viewer_key)),
                 ("the gate's secret", {HEADER_GATE_SECRET: stack_settings.gate_secrets()[0]}),
                 ("none", {}),
             ],
-            path_values={"product_id": list(sales.values())},
+            path_values={
+                "product_id": list(sales.values()),
+                "webhook_id": [hook.json()["id"]],
+            },
             examples=budget.examples(200),
             seed=budget.seed,
             deadline_s=budget.deadline_s,
