@@ -86,4 +86,7 @@ dead_letters = Table(
         unique=True,
         postgresql_where=text("replayed_at IS NULL AND order_id IS NOT NULL"),
     ),
+    # The waiting letters: the DLQ listing, its size on /metrics and the deliverer's watch,
+    # which counts them every second per worker.
+    Index("dead_letters_waiting", "id", postgresql_where=text("replayed_at IS NULL")),
 )
