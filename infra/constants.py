@@ -56,6 +56,7 @@ HEADER_VISITOR_ID = "x-visitor-id"
 HEADER_PRODUCT_ID = "x-product-id"
 HEADER_TOKEN_ID = "x-token-id"
 HEADER_REQUEST_ID = "x-request-id"
+HEADER_FORWARDED_PROTO = "x-forwarded-proto"  # believed from a trusted proxy only (cookies)
 HEADER_GATE_SECRET = "x-flashsale-gate"
 GATE_STRIPPED_HEADERS = (HEADER_VISITOR_ID, HEADER_PRODUCT_ID, HEADER_TOKEN_ID, HEADER_GATE_SECRET)
 HEADER_RATELIMIT_LIMIT = "x-ratelimit-limit"
