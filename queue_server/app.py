@@ -16,10 +16,13 @@ from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
 from infra.web import errors
 from infra.web.app import ClientAddress, JSONResponse, build_app
+from infra.web.assets import serve_page_files
+from infra.web.cookies import CookieSecurity
 from infra.web.metrics import Metrics
 from infra.web.trace import tracing_for
 from queue_server import views
 from queue_server.openapi import QUEUE_API
+from queue_server.page import page_files
 from token_gate.codec import TokenCodec
 
 if TYPE_CHECKING:
@@ -44,13 +47,15 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = create_redis(settings.redis_url)
+        client_address = ClientAddress(settings.trusted_proxies)
         app.state.ctx = views.QueueContext(
             settings=settings,
             redis=redis,
             scripts=SaleScripts(redis),
             codec=TokenCodec(settings.secret_keys),
             metrics=metrics,
-            client_address=ClientAddress(settings.trusted_proxies),
+            client_address=client_address,
+            cookies=CookieSecurity(settings.queue_url, client_address),
         )
         try:
             yield
@@ -70,4 +75,6 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
-    return build_app(routes, lifespan, metrics, hot_routes=hot, openapi=QUEUE_API, tracing=tracing)
+    app = build_app(routes, lifespan, metrics, hot_routes=hot, openapi=QUEUE_API, tracing=tracing)
+    serve_page_files(app, page_files())  # the waiting room's script and style, at /assets/
+    return app

@@ -1,9 +1,12 @@
 """The waiting-room page: one HTML document, filled per product and per visitor's language.
 
-The markup, its style and its script are three files under ``static/`` (easier to read and
-lint apart); they are put together once, and only the product's name, its id, the language
-and a small JSON of the sale's public info are filled in per request. The page then loads
-only ``/assets/i18n.js`` and ``/assets/base.css`` from its own origin: nothing from another.
+The markup, its style and its script are three files under ``static/``. The style and the
+script are served as files (``/assets/waiting_room.css``, ``/assets/waiting_room.js``, beside
+the shared ``i18n.js`` and ``base.css``), never inlined: the page's Content-Security-Policy
+(infra.web.pages) runs no inline script. The template's asset URLs are filled once; only the
+product's name, its id, the language and a small JSON of the sale's public info (a data block,
+which no policy treats as a script) are filled in per request. The page loads nothing from
+another origin.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from infra.web.assets import static_files, with_asset_urls
+
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
 # What must not appear raw inside <script>: "</script>" or "<!--" would end or bend it, and
 # U+2028/9 are line breaks to older JS parsers.
@@ -23,17 +28,19 @@ _SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u
                   "\u2029": "\\u2029"}  # fmt: skip
 
 
-def _static(name: str) -> str:
-    return (resources.files("queue_server") / "static" / name).read_text(encoding="utf-8")
+_STATIC = resources.files("queue_server") / "static"
+
+
+@cache
+def page_files() -> dict[str, bytes]:
+    """The page's own script and style, which the queue server serves under /assets/."""
+    return static_files(_STATIC)
 
 
 @cache
 def _template() -> str:
-    page = _static("waiting_room.html")
-    # Inlined as they are: neither file has a {{slot}} of its own, so the per-request filling
-    # below cannot touch them.
-    page = page.replace("/*{{style}}*/", _static("waiting_room.css"))
-    return page.replace("//{{script}}", _static("waiting_room.js"))
+    page = (_STATIC / "waiting_room.html").read_text(encoding="utf-8")
+    return with_asset_urls(page, page_files())
 
 
 def script_json(value: Any) -> str:

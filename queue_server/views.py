@@ -18,7 +18,9 @@ from infra.settings import Settings
 from infra.web import errors
 from infra.web.app import ClientAddress, JSONResponse, retry_after_s
 from infra.web.assets import page_language
+from infra.web.cookies import CookieSecurity
 from infra.web.metrics import Metrics
+from infra.web.pages import PAGE_HEADERS
 from queue_server.page import waiting_room_html
 from queue_server.status import Reply, status_body
 from token_gate.codec import TokenCodec, TokenError, new_visitor_id
@@ -34,6 +36,7 @@ class QueueContext:
     codec: TokenCodec
     metrics: Metrics
     client_address: ClientAddress
+    cookies: CookieSecurity
 
 
 def _ctx(request: Request) -> QueueContext:
@@ -112,6 +115,7 @@ def _token_expiry(ctx: QueueContext, reply: Reply) -> Reply:
 
 def _respond(
     ctx: QueueContext,
+    request: Request,
     keys: SaleKeys,
     v: str,
     reply: Reply,
@@ -124,18 +128,25 @@ def _respond(
         body["ticket"] = ticket
     response = JSONResponse(body, status_code=status_code)
     if ticket is not None:
-        _set_cookie(response, TICKET_COOKIE_PREFIX + keys.product_id, ticket)
+        secure = ctx.cookies.secure(request)
+        _set_cookie(response, TICKET_COOKIE_PREFIX + keys.product_id, ticket, secure=secure)
     if reply.state == "admitted":
         # Cookies are per host, not per port: the gate on the same host receives this one.
         max_age = max(0, (reply.token_expiry_ms - reply.now_ms) // 1000)
-        _set_cookie(response, ACCESS_COOKIE, reply.token, max_age)
+        _set_cookie(response, ACCESS_COOKIE, reply.token, ctx.cookies.secure(request), max_age)
     return response
 
 
-def _set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
+def _set_cookie(
+    response: Response, name: str, value: str, secure: bool, max_age: int | None = None
+) -> None:
     """Starlette's set_cookie goes through http.cookies, a real cost on the join path. Our
-    names and values (product ids, URL-safe base64 tokens) never need quoting."""
+    names and values (product ids, URL-safe base64 tokens) never need quoting. `secure`: the
+    visitor came over https (infra.web.cookies), asked only when a cookie is set, so a poll
+    in line pays nothing for it."""
     cookie = f"{name}={value}; HttpOnly; Path=/; SameSite=lax"
+    if secure:
+        cookie += "; Secure"
     if max_age is not None:
         cookie += f"; Max-Age={max_age}"
     response.raw_headers.append((b"set-cookie", cookie.encode("latin-1")))
@@ -169,7 +180,7 @@ async def join(request: Request) -> Response:
         reply = await _complete_admission(ctx, keys, visitor, reply)
     ctx.metrics.inc("joins_total", product=keys.product_id, created="true" if created else "false")
     ticket = ctx.codec.mint_ticket(visitor, keys.product_id)
-    return _respond(ctx, keys, visitor, reply, 201 if created else 200, ticket)
+    return _respond(ctx, request, keys, visitor, reply, 201 if created else 200, ticket)
 
 
 async def status(request: Request) -> Response:
@@ -190,7 +201,7 @@ async def status(request: Request) -> Response:
     reply = Reply.parse(raw)
     if reply.state == "admitting":
         reply = await _complete_admission(ctx, keys, visitor, reply)
-    return _respond(ctx, keys, visitor, reply)
+    return _respond(ctx, request, keys, visitor, reply)
 
 
 async def leave(request: Request) -> Response:
@@ -225,5 +236,5 @@ async def waiting_room(request: Request) -> Response:
         page_language(request.headers.get("accept-language")),
         sale_info_view(keys.product_id, info),
     )
-    # The page carries the sale's state of this moment: a cached copy would start stale.
-    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+    # no-store among them: the page carries the sale's state of this moment.
+    return HTMLResponse(page, headers=PAGE_HEADERS)

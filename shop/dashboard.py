@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from infra.web import errors
 from infra.web.assets import asset_routes, file_response
+from infra.web.pages import PAGE_HEADERS
 
 # The page's own files and the vendored library, by the path under /admin/static/. A fixed
 # list rather than a directory walk: nothing else in the package is reachable by a crafted path.
@@ -34,22 +35,6 @@ STATIC_FILES = (
     "vendor/uplot/uPlot.iife.min.js",
     "vendor/uplot/uPlot.min.css",
 )
-# The browser itself refuses any other origin (the issue: no request leaves for another
-# origin), and no other site may frame the controls. uPlot styles its elements through the
-# CSSOM, which style-src does not govern, so no 'unsafe-inline' is needed.
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self' data:; font-src 'self'; form-action 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
-)
-PAGE_HEADERS = {
-    "Content-Security-Policy": CSP,
-    # The page is small and changes with a release; no-store keeps a stale one from being
-    # shown after an upgrade, in the minute when it matters.
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
 @cache
@@ -58,6 +43,10 @@ def _file(path: str) -> bytes:
 
 
 async def page(request: Request) -> Response:
+    # The headers of every page people meet (infra.web.pages): its own files only, no other
+    # origin (the issue: no request leaves for another origin), no frame around the
+    # controls, no-store (a stale page outlives an upgrade). uPlot styles its elements
+    # through the CSSOM, which style-src does not govern, so no 'unsafe-inline' is needed.
     return Response(
         _file("dashboard.html"), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS
     )

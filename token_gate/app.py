@@ -39,7 +39,9 @@ from infra.sale.scripts import SaleScripts
 from infra.sale.views import path_sale_keys
 from infra.settings import Settings
 from infra.web import errors
-from infra.web.app import JSONResponse, build_app, read_body, retry_after_s
+from infra.web.app import ClientAddress, JSONResponse, build_app, read_body, retry_after_s
+from infra.web.assets import serve_page_files
+from infra.web.cookies import CookieSecurity
 from infra.web.metrics import Labels, Metrics
 from infra.web.trace import tracing_for
 from token_gate.breaker import STATES, BreakerOpen, CircuitBreaker
@@ -47,7 +49,7 @@ from token_gate.codec import AccessToken, TokenCodec, TokenExpired, TokenInvalid
 from token_gate.openapi import GATE_API
 from token_gate.proxy import build_response, upstream_headers
 from token_gate.ratelimit import VisitorLimiter
-from token_gate.shop_page import ShopPage
+from token_gate.shop_page import ShopPage, page_files
 from token_gate.upstream import UpstreamError, Upstreams, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -270,7 +272,8 @@ def create_app(
         Route("/products/{product_id}/orders", orders, methods=order_methods),
         Route("/products/{product_id}/orders/{rest:path}", orders, methods=order_methods),
     ]
-    shop_page = ShopPage(codec, settings.queue_url, settings.gate_url.startswith("https://"))
+    cookies = CookieSecurity(settings.gate_url, ClientAddress(settings.trusted_proxies))
+    shop_page = ShopPage(codec, settings.queue_url, cookies)
     routes = [
         Route("/products", public, methods=["GET"]),
         *hot,
@@ -281,4 +284,5 @@ def create_app(
     # Every answer carries the request id, an unexpected 500 included (infra.web.trace, in
     # front of Starlette's whole stack); the shop gets it and the trace (token_gate.proxy).
     app = build_app(routes, lifespan, metrics, hot_routes=hot, openapi=GATE_API, tracing=tracing)
+    serve_page_files(app, page_files())  # the shop page's script and style, at /assets/
     return app

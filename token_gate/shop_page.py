@@ -1,8 +1,10 @@
 """The shop page for people: ``GET /shop/{product_id}`` on the gate.
 
-The page is one static HTML file (its script inline, its dictionaries in both languages) that
-calls the same JSON API as every other client, through this gate, so the access token travels
-as the ``fs_access`` cookie. The route itself only decides who may see the page:
+The page is one static HTML file with its script and style beside it (``static/shop.js`` with
+its dictionaries in both languages, ``static/shop.css``), served as files under ``/assets/``:
+the page's Content-Security-Policy (infra.web.pages) runs no inline script. The script calls
+the same JSON API as every other client, through this gate, so the access token travels as
+the ``fs_access`` cookie. The route itself only decides who may see the page:
 
 - a valid access token for this product in ``?token=`` (how the waiting room hands a visitor
   over) is moved into the cookie, and the answer is a 303 to the same path without the query,
@@ -17,48 +19,47 @@ Tokens are never logged: nothing here logs, and the gate's servers keep no acces
 from __future__ import annotations
 
 import html
-import secrets
 import time
 from functools import cache
 from importlib import resources
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from infra.constants import ACCESS_COOKIE
 from infra.sale.keys import is_product_id
 from infra.web import errors
-from infra.web.assets import page_language
+from infra.web.assets import page_language, static_files, with_asset_urls
+from infra.web.cookies import CookieSecurity
+from infra.web.pages import PAGE_HEADERS
 from token_gate.codec import AccessToken, TokenCodec, TokenError
 
 # Personal and short-lived: no cache (a shared one, or the back button after the token moved
 # into the cookie) may keep either the page or a redirect that carried a token.
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+_STATIC = resources.files("token_gate") / "static"
+
+
+@cache
+def page_files() -> dict[str, bytes]:
+    """The page's own script and style, which the gate serves under /assets/."""
+    return static_files(_STATIC)
 
 
 @cache
 def _template() -> str:
-    return (resources.files("token_gate") / "static" / "shop.html").read_text(encoding="utf-8")
-
-
-def _policy(nonce: str) -> str:
-    """Nothing but this origin: the page's own script and style (by nonce), /assets/ and the
-    JSON API. A buy button is also never framed by another site (clickjacking)."""
-    return (
-        f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; "
-        f"style-src 'self' 'nonce-{nonce}'; img-src 'self' data:; connect-src 'self'; "
-        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    )
+    return with_asset_urls((_STATIC / "shop.html").read_text(encoding="utf-8"), page_files())
 
 
 class ShopPage:
     """The route (`endpoint`); `queue_url` is where browsers reach the waiting room, and
-    `secure_cookie` is true when visitors reach the gate over https."""
+    `cookies` says whether the cookie is Secure (the visitor reached the gate over https)."""
 
-    def __init__(self, codec: TokenCodec, queue_url: str, secure_cookie: bool) -> None:
+    def __init__(self, codec: TokenCodec, queue_url: str, cookies: CookieSecurity) -> None:
         self.codec = codec
         self.queue_url = queue_url.rstrip("/")
-        self.secure_cookie = secure_cookie
+        self.cookies = cookies
 
     def _token(self, raw: str | None, product_id: str) -> AccessToken | None:
         if not raw:
@@ -92,7 +93,7 @@ class ShopPage:
                     path="/",
                     httponly=True,
                     samesite="lax",
-                    secure=self.secure_cookie,
+                    secure=self.cookies.secure(request),
                 )
             return response
         if from_cookie is None:
@@ -100,21 +101,18 @@ class ShopPage:
         return self._page(request, product_id, from_cookie)
 
     def _page(self, request: Request, product_id: str, token: AccessToken) -> Response:
-        nonce = secrets.token_urlsafe(16)
-        # product_id passed is_product_id and the nonce is URL-safe base64: both are safe in
-        # HTML and in a JS string as they are. The waiting room's URL comes from the settings,
-        # so it is escaped, and the script reads it back from the link's href.
+        # product_id passed is_product_id: safe in HTML as it is, and the JSON of it and of
+        # an integer holds no "<" that could end its data block. The waiting room's URL comes
+        # from the settings, so it is escaped, and the script reads it back from the link's
+        # href.
+        page_json = orjson.dumps(
+            {"product_id": product_id, "access_expires_ms": token.expires_at * 1000}
+        ).decode()
         body = (
             _template()
             .replace("{{lang}}", page_language(request.headers.get("accept-language")))
-            .replace("{{nonce}}", nonce)
             .replace("{{wait_url}}", html.escape(f"{self.queue_url}/wait/{product_id}"))
-            .replace("{{access_expires_ms}}", str(token.expires_at * 1000))
+            .replace("{{page_json}}", page_json)
             .replace("{{product_id}}", product_id)
         )
-        headers = {
-            **NO_STORE,
-            "Content-Security-Policy": _policy(nonce),
-            "X-Content-Type-Options": "nosniff",
-        }
-        return HTMLResponse(body, headers=headers)
+        return HTMLResponse(body, headers=PAGE_HEADERS)

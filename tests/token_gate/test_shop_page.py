@@ -99,7 +99,7 @@ async def test_a_query_token_moves_into_the_cookie_and_out_of_the_url(
     assert page.headers["content-type"].startswith("text/html")
     assert page.headers["cache-control"] == "no-store"
     policy = page.headers["content-security-policy"]
-    assert "default-src 'self'" in policy and "connect-src 'self'" in policy
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
     assert "frame-ancestors 'none'" in policy
     assert token not in page.text  # HttpOnly stays meaningful: the page never holds the token
     assert pid in page.text
