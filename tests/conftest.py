@@ -46,6 +46,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, what `make test` runs), each directory of
+    tests/ runs whole on one worker, in the serial order: a worker's infrastructure (its own
+    Valkey, PostgreSQL and broker) then sees what a serial run's would, only fewer
+    directories, and the package-scoped platforms (tests/faults, tests/ops) start once."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts
+        item.add_marker(pytest.mark.xdist_group(parts[0] if len(parts) > 1 else "top"))
+
+
 class _InfraLoop:
     """An event loop in a thread: owns the embedded servers' processes and supervisors."""
 
