@@ -52,6 +52,15 @@ TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
 # goes at a third of it or less, as Kafka asks.
 SESSION_TIMEOUT_MS = 6_000
 HEARTBEAT_INTERVAL_MS = 1_000
+# aiokafka asks for a partition's next records only once it has handed out the last ones, and
+# the drain waited 250-400 ms on every such fetch (tansu answered near the end of aiokafka's
+# 500 ms fetch_max_wait_ms even with records there): one fetch per 1 MiB, ~2,600 orders, also
+# split into a batch of 2,000 and one of ~600. 4 MiB a fetch (full batches) and 20 ms of
+# wait: the backlog drained ~1.5x faster (bench/orders group, ~18,000 -> ~27,000 orders/s).
+# An idle worker asks 50 times a second (an empty fetch each); a worker holds up to 4 MiB
+# of fetched records per partition it owns (aiokafka's fetch_max_bytes caps a fetch at 50).
+FETCH_PARTITION_BYTES = 4 * 1024 * 1024
+FETCH_MAX_WAIT_MS = 20
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -204,6 +213,8 @@ class OrderConsumer:
             max_poll_records=self.batch,
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         await consumer.start()
         self._consumer = consumer
