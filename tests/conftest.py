@@ -53,8 +53,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     directories, and the package-scoped platforms (tests/faults, tests/ops) start once."""
     root = Path(__file__).parent
     for item in items:
-        parts = item.path.relative_to(root).parts
-        item.add_marker(pytest.mark.xdist_group(parts[0] if len(parts) > 1 else "top"))
+        group = item.path.parent.relative_to(root).as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 class _InfraLoop:
