@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from infra.sale.scripts import SaleScripts
+from shop.sales import apply
 from tests.browser import chromium, require_browser
 from tests.orders.conftest import Worker
 from tests.security.conftest import ADMIN_KEY, Platform, cookie
@@ -64,8 +65,8 @@ class Policed:
 
 
 @contextlib.asynccontextmanager
-async def policed(browser: Any) -> AsyncIterator[Policed]:
-    context = await browser.new_context(locale="en-US")
+async def policed(browser: Any, locale: str = "en-US") -> AsyncIterator[Policed]:
+    context = await browser.new_context(locale=locale)
     try:
         page = await context.new_page()
         tab = Policed(page)
@@ -179,6 +180,30 @@ async def test_a_line_that_moves_meets_no_violation(
         await expect(page.locator("#headline")).to_have_text(
             "You are in line", timeout=STEP_TIMEOUT_MS
         )
+    tab.assert_clean()
+
+
+async def test_the_endings_of_a_wait_meet_no_violation(
+    platform: Platform, browser: Any, redis: Redis
+) -> None:
+    """Paused and resumed, sold out, closed: each view the waiting room renders, in Korean."""
+    keys = await new_sale(redis, abandon_s=10)
+    await redis.zadd(keys.line, {"filler": 0})  # someone ahead: the page waits in line
+    async with policed(browser, locale="ko-KR") as tab:
+        page = tab.page
+        await page.goto(f"{platform.queue_url}/wait/{keys.product_id}")
+        headline = page.locator("#headline")
+        await expect(headline).to_have_text("대기 중입니다", timeout=STEP_TIMEOUT_MS)
+        await apply(SaleScripts(redis), keys, {"paused": "1"})
+        await expect(headline).to_have_text("입장이 잠시 멈췄습니다", timeout=STEP_TIMEOUT_MS)
+        await apply(SaleScripts(redis), keys, {"paused": "0"})
+        await expect(headline).to_have_text("대기 중입니다", timeout=STEP_TIMEOUT_MS)
+        await redis.set(keys.stock, 0)
+        await expect(headline).to_have_text("품절되었습니다", timeout=STEP_TIMEOUT_MS)
+        await redis.hset(keys.sale, "cancelled", "1")
+        await expect(headline).to_have_text("판매가 종료되었습니다", timeout=STEP_TIMEOUT_MS)
+        await page.locator("[data-lang-switch]").click()
+        await expect(headline).to_have_text("The sale is closed")
     tab.assert_clean()
 
 
