@@ -61,11 +61,11 @@ HEADER_GATE_SECRET = "x-flashsale-gate"
 GATE_STRIPPED_HEADERS = (HEADER_VISITOR_ID, HEADER_PRODUCT_ID, HEADER_TOKEN_ID, HEADER_GATE_SECRET)
 HEADER_RATELIMIT_LIMIT = "x-ratelimit-limit"
 HEADER_RATELIMIT_REMAINING = "x-ratelimit-remaining"
+REQUEST_ID_MAX_CHARS = 128  # a client's X-Request-Id longer than this is replaced
 # W3C Trace Context: where a request's trace comes from, on HTTP and in Kafka message headers.
 HEADER_TRACEPARENT = "traceparent"
 HEADER_TRACESTATE = "tracestate"
 TRACESTATE_MAX_CHARS = 512  # what W3C asks every vendor to pass on; a longer one is dropped
-REQUEST_ID_MAX_CHARS = 128  # a client's X-Request-Id longer than this is replaced
 
 # --- Gate -> shop -------------------------------------------------------------------------------
 UPSTREAM_CONNECT_TIMEOUT_S = 2.0
