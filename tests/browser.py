@@ -77,13 +77,24 @@ async def new_page(
     browser: Any, *, locale: str = "en-US", viewport: dict[str, int] | None = None
 ) -> AsyncIterator[Any]:
     """A page in a fresh context (its own cookies and storage). Fails the test if the page's
-    script threw, or if the page asked anything of another origin than the platform's."""
+    script threw, if the page asked anything of another origin than the platform's, or if
+    its Content-Security-Policy refused anything (Chromium says so on the console): every
+    browser test then holds its page to the policy, in every state it walks through."""
     context = await browser.new_context(locale=locale, viewport=viewport or DESKTOP)
     try:
         page = await context.new_page()
         errors: list[str] = []
         foreign: list[str] = []
+        refused: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on(
+            "console",
+            lambda msg: (
+                refused.append(msg.text)
+                if msg.type == "error" and "Content Security Policy" in msg.text
+                else None
+            ),
+        )
         page.on(
             "request",
             lambda req: (
@@ -95,6 +106,7 @@ async def new_page(
         yield page
         assert not errors, f"the page's script failed: {errors}"
         assert not foreign, f"the page asked other origins: {foreign}"
+        assert not refused, f"the page's policy refused: {refused}"
     finally:
         await context.close()
 
