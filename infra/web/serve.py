@@ -24,11 +24,7 @@ import orjson
 import uvicorn
 from starlette.applications import Starlette
 from uvicorn.main import STARTUP_FAILURE
-from uvicorn.protocols.http.httptools_impl import (
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from infra.constants import (
     EXIT_CONFIG,
@@ -164,12 +160,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        cycle = self.cycle
-        if type(cycle) is RequestResponseCycle:
-            # Ours writes an answer's head with its body (_Cycle). The ASGI task uvicorn has
-            # just created runs from the next loop iteration, so it already sees _Cycle's send.
-            cycle.__class__ = _Cycle
-        self._request_cycle = cycle
+        self._request_cycle = self.cycle
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -266,84 +257,6 @@ class HttpProtocol(HttpToolsProtocol):
             return
         self.transport.write_eof()
         self.loop.call_later(REFUSED_LINGER_S, self.transport.close)
-
-
-class _Held:
-    """Stands in for the transport while uvicorn writes an answer's head: keeps it."""
-
-    __slots__ = ("data", "transport")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        self.data: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
-
-
-class _Prefixed:
-    """Stands in for the transport while uvicorn writes the first part of a body: that write
-    carries the held head in front of it."""
-
-    __slots__ = ("head", "transport")
-
-    def __init__(self, transport: asyncio.Transport, head: bytes) -> None:
-        self.transport = transport
-        self.head: bytes | None = head
-
-    def write(self, data: bytes) -> None:
-        head, self.head = self.head, None
-        self.transport.write(data if head is None else head + data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
-
-
-class _Cycle(RequestResponseCycle):
-    """uvicorn's request-response cycle, whose answer of a known length leaves in one write:
-    uvicorn writes the head (status line and headers) as soon as the app starts the answer,
-    and the body in a second write, and on loopback each write was a fifth of a poll's CPU
-    (the send of the socket runs the receiver's TCP path too; py-spy: 28% of the queue
-    server in the two writes). The head is built and checked by uvicorn as before; only its
-    write waits for the body's, which a Response sends at once. A streamed answer (chunked:
-    no Content-Length), a HEAD answer, and an empty one get their head at once, as before."""
-
-    _head: bytes | None = None
-
-    async def send(self, message: Any) -> None:
-        if self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()  # here, so that uvicorn's send below does not suspend
-        transport = self.transport
-        head = self._head
-        if head is not None:
-            self._head = None
-            self.transport = _Prefixed(transport, head)  # type: ignore[assignment]
-            try:
-                await super().send(message)
-            finally:
-                self.transport = transport
-            return
-        if self.response_started or message["type"] != "http.response.start":
-            await super().send(message)
-            return
-        held = _Held(transport)
-        self.transport = held  # type: ignore[assignment]
-        try:
-            await super().send(message)
-        finally:
-            self.transport = transport
-        data = b"".join(held.data)
-        if (
-            self.chunked_encoding is False
-            and self.expected_content_length > 0
-            and self.scope["method"] != "HEAD"
-        ):
-            self._head = data
-        elif data:
-            transport.write(data)
 
 
 def uvicorn_options(settings: Settings, port: int) -> dict[str, Any]:
