@@ -52,11 +52,41 @@ DATABASE_NAME = "flashsale"
 _PROBE_TIMEOUT_S = 2.0
 
 
+# Below the kernel's ephemeral range, so that no outgoing connection of any process (they take
+# their local ports from that range) can hold a port between our choice and the server's bind:
+# bind-to-0 picks inside the range, and under a test suite's hundreds of Redis and PostgreSQL
+# connections a worker once found its port taken that way.
+_PORTS_FLOOR = 10_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        low = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+        return int(low)
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default; other systems start theirs higher still
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A port that was free a moment ago (bind to 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port that was free a moment ago, outside the ephemeral range, and never one this
+    process handed out before (two servers of one run never get the same)."""
+    ceiling = _ephemeral_floor() - 1
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(_PORTS_FLOOR, ceiling) if ceiling > _PORTS_FLOOR else 0
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            chosen = int(sock.getsockname()[1])
+        if chosen not in _handed_out:
+            _handed_out.add(chosen)
+            return chosen
+    raise OSError(f"no free port on {host} between {_PORTS_FLOOR} and {ceiling}")
 
 
 def _secret_file(path: Path, owner: str | None = None) -> str:

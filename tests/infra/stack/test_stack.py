@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from infra.stack.embedded import DATABASE_NAME, EmbeddedStack
+from infra.stack.embedded import DATABASE_NAME, EmbeddedStack, free_port
 
 
 def _asyncpg_dsn(sqlalchemy_url: str) -> str:
@@ -129,3 +130,15 @@ async def test_killed_valkey_comes_back_with_its_data(
             await client.aclose()
     restarts = [r for r in caplog.records if r.getMessage() == "child exited, restarting"]
     assert [(r.child, r.exit_code) for r in restarts] == [("valkey", -signal.SIGKILL)]  # type: ignore[attr-defined]
+
+
+def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() -> None:
+    """Outgoing connections take their local ports from the kernel's ephemeral range: a port
+    chosen there can be taken before its server binds it (seen under the full suite)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(10_000 <= port < low for port in ports)
+    for port in ports[:20]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # free when handed out
