@@ -228,6 +228,7 @@ async def test_no_label_carries_an_id(
             await http.get(f"{platform.url('shop')}/some/raw/path/{n}")
         texts = {m: await platform.scrape(http, m) for m in PROCESSES}
     products: set[str] = set()
+    where: dict[str, set[str]] = {}  # product -> the families that name it, for a failure
     for module, text in texts.items():
         for family in text_string_to_metric_families(text):
             for s in family.samples:
@@ -241,6 +242,7 @@ async def test_no_label_carries_an_id(
                     assert "nope-" not in value and "/raw/" not in value, (module, s.name, s.labels)
                 if "product" in s.labels:
                     products.add(s.labels["product"])
+                    where.setdefault(s.labels["product"], set()).add(f"{module} {s.name}")
                 if "route" in s.labels:
                     route = s.labels["route"]
                     assert route == "unmatched" or route.startswith("/"), (module, s.labels)
@@ -248,7 +250,7 @@ async def test_no_label_carries_an_id(
     async with Redis.from_url(redis_url, decode_responses=True) as redis:
         sales = await redis.smembers(SALES_KEY)
     assert sale_run.product_id in products
-    assert products <= sales, products - sales
+    assert products <= sales, {p: where[p] for p in products - sales}
 
 
 NAME = re.compile(r"\bflashsale_[a-z0-9_]*[a-z0-9]\b")
