@@ -1,10 +1,11 @@
 """The order worker's gauges read at scrape time: orders by status per sale, and the DLQ.
 
-Orders by status is one ``GROUP BY product_id, status`` answered from the
-``orders_product_status`` index (an index-only scan: it reads the index, not the rows), plus
-one ZCARD per sale for ``pending`` (reservations PostgreSQL does not have yet), as the admin
-stats count them. The dead-letter count is a count of the waiting ones, normally none.
-Several workers export the same figures: aggregate with ``max``, never ``sum``.
+Orders by status is one ``GROUP BY product_id, status`` over the sales the store holds
+(``fs:sales``), answered from the ``orders_product_status`` index (an index-only scan: it
+reads the index, not the rows), plus one ZCARD per sale for ``pending`` (reservations
+PostgreSQL does not have yet), as the admin stats count them. The dead-letter count is a
+count of the waiting ones, normally none. Several workers export the same figures: aggregate
+with ``max``, never ``sum``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ class OrderMetrics:
                 pipe.zcard(SaleKeys(product_id).pending)
             pending = await pipe.execute()
         counts = {(p, "pending"): float(n) for p, n in zip(product_ids, pending, strict=True)}
-        query = select(orders.c.product_id, orders.c.status, func.count()).group_by(
-            orders.c.product_id, orders.c.status
+        # Only the sales the store holds: orders of sales long gone (or of another Redis that
+        # shared this database) would otherwise keep a series each, for ever.
+        query = (
+            select(orders.c.product_id, orders.c.status, func.count())
+            .where(orders.c.product_id.in_(product_ids))
+            .group_by(orders.c.product_id, orders.c.status)
         )
         async with self.engine.connect() as conn:
             for product_id, status, n in (await conn.execute(query)).all():
