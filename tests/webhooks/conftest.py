@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from infra.constants import HEADER_GATE_SECRET
+from infra.constants import EVENTS_GROUP, EVENTS_STREAM_KEY, HEADER_GATE_SECRET
 from infra.settings import Settings
 from shop.app import create_app
 from shop.deliverer import Deliverer, http_client
@@ -154,6 +155,27 @@ async def subscribe(shop: httpx.AsyncClient) -> AsyncIterator[Subscribe]:
     yield create
     for webhook_id in made:
         await shop.delete(f"/admin/webhooks/{webhook_id}", headers=ADMIN)
+
+
+@pytest.fixture(autouse=True)
+async def clean_slate(settings: Settings) -> None:
+    """Each test starts with no webhook and no events waiting for the deliverers: the session's
+    earlier tests (a whole `make test`) leave webhooks (the admin fuzz's, to made-up URLs) and
+    thousands of events in the stream, which a new deliverer would first work through (the
+    group reads from the stream's start, so that no event emitted while no worker ran is
+    lost), and a test's own events would wait behind them."""
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM webhooks"))  # their attempts go with them
+    finally:
+        await engine.dispose()
+    async with Redis.from_url(settings.redis_url) as redis:
+        # Anew at the stream's end: no backlog, and no entry an earlier worker read and never
+        # acknowledged (a deliverer would claim those after 30 s).
+        with contextlib.suppress(ResponseError):  # no stream yet
+            await redis.xgroup_destroy(EVENTS_STREAM_KEY, EVENTS_GROUP)
+        await redis.xgroup_create(EVENTS_STREAM_KEY, EVENTS_GROUP, id="$", mkstream=True)
 
 
 @pytest.fixture
