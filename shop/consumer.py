@@ -61,6 +61,11 @@ HEARTBEAT_INTERVAL_MS = 1_000
 # of fetched records per partition it owns (aiokafka's fetch_max_bytes caps a fetch at 50).
 FETCH_PARTITION_BYTES = 4 * 1024 * 1024
 FETCH_MAX_WAIT_MS = 20
+# The topic's metadata at most this old: after a broker lost its topics (tansu's memory storage,
+# or an operator's re-create), the consumer sees the topic again within seconds and the group
+# rebalances onto it; at aiokafka's default (5 min) a group that had rejoined before the shop
+# re-created the topic sat with no partition for minutes.
+METADATA_MAX_AGE_MS = 5_000
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -215,6 +220,7 @@ class OrderConsumer:
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
             max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         await consumer.start()
         self._consumer = consumer
