@@ -147,9 +147,10 @@ class Admissions:
         Their new slots are -cut..-1: disjoint from the seqs, so a draw that crashed halfway
         is simply done again (the cut and the seed do not change), and every later joiner
         (seq > cut) stays behind them. A place's score is its slot plus a fraction that says
-        when it last asked (lib.lua); the fraction moves with the visitor.
+        when it last asked (lib.lua); draw.lua moves each place to its slot with the fraction
+        it has when the slot is written, so a poll made while the draw runs is kept.
         """
-        early: list[tuple[str, float]] = []
+        early: list[tuple[str, float]] = []  # (visitor, score when read)
         for low, high in ((-cut, "(0"), (1, f"({cut + 1}")):
             cursor = f"{low}"
             while True:
@@ -169,9 +170,6 @@ class Admissions:
         early.sort(key=lambda place: draw(seed, place[0]))
         for start in range(0, len(early), DRAW_CHUNK):
             batch = early[start : start + DRAW_CHUNK]
-            mapping = {
-                v: start + i - len(early) + (score - math.floor(score))
-                for i, (v, score) in enumerate(batch)
-            }
-            await self.redis.zadd(keys.line, mapping, xx=True)
+            slots = [x for i, (v, _) in enumerate(batch) for x in (v, start + i - len(early))]
+            await self.scripts.run("draw", keys, args=slots)
         return len(early)

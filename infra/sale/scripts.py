@@ -38,6 +38,7 @@ SCRIPT_NAMES = (
     "leave",
     "admit",
     "open",
+    "draw",
     "info",
     "config",
     "order",

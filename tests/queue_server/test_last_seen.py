@@ -178,3 +178,54 @@ async def test_a_quiet_place_at_the_head_costs_nobody_a_turn(
     assert result.admitted == ("b", "c")
     assert await redis.hget(keys.fate, "a") == "lost"
     assert await redis.zrange(keys.line, 0, -1) == ["d"]
+
+
+async def test_a_poll_during_the_draw_is_not_undone(redis: Redis) -> None:
+    """The whole pre-queue comes back at the start, while the scheduler draws: a poll that
+    lands between the draw's read of a place and its write must keep its when-last-asked.
+    The draw used to write back the fraction it had read, undoing such polls: a visitor then
+    counted as quiet since its poll before, and could lose its place while polling as told
+    (the 50,000-visitor storm lost places of visitors whose longest gap was 64 s of 90)."""
+    keys = await new_sale(redis, opened=False, queue_mode="shuffle_prequeue", abandon_s=300)
+    scripts = SaleScripts(redis)
+    early = [new_visitor_id() for _ in range(12_000)]  # three chunks of the draw's reads
+    for low in range(0, len(early), 500):
+        await asyncio.gather(
+            *(scripts.join(keys, v, False, "ip", 0) for v in early[low : low + 500])
+        )
+    # Everyone last asked 200 s ago; the polls below make some of them fresh.
+    now_ms = time.time() * 1000
+    await redis.zadd(
+        keys.line,
+        {
+            v: place_score(math.floor(s), now_ms - 200_000)
+            for v, s in await redis.zrange(keys.line, 0, -1, withscores=True)
+        },
+    )
+    polled: list[str] = []
+    drawing = asyncio.create_task(open_sale(redis, keys.product_id))
+
+    todo = iter(early)
+
+    async def poll() -> None:
+        # Polls from many tasks at once, as a herd: they interleave with the draw's calls.
+        for v in todo:
+            if drawing.done():
+                return
+            reply = await scripts.status(keys, v)
+            assert reply[0] == "ok"
+            polled.append(v)
+
+    await asyncio.gather(*(poll() for _ in range(32)), drawing)
+    assert drawing.result() == "done"
+    assert len(polled) > 100  # the polls overlapped the draw
+    scores = dict(await redis.zrange(keys.line, 0, -1, withscores=True))
+    now_s = math.floor(time.time())
+    stale = [
+        v
+        for v in polled
+        if (now_s % (SEEN_SCALE - 1)) + 1 - round((scores[v] % 1) * SEEN_SCALE) > 30
+    ]
+    assert stale == [], f"{len(stale)} of {len(polled)} polls undone by the draw"
+    assert sorted(math.floor(s) for s in scores.values()) == list(range(-len(early), 0))
+    await redis.delete(*keys.all_data())
