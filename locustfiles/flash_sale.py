@@ -9,7 +9,12 @@ waiting-room page does (never sooner than the server's ``poll_after_ms``, honour
 
 - ``FLASHSALE_PRODUCT``: the sale's product id (default ``demo-sneaker``);
 - ``FLASHSALE_PRODUCT_B``: a second sale, for the visitors who hold a tab in each;
-- ``FLASHSALE_GATE_URL``: the token gate (default ``http://127.0.0.1:8000``); when it is not
+- ``FLASHSALE_QUEUE_URLS``: queue servers, comma-separated (default: ``--host`` alone). With
+  several, visitor k of Locust worker w (its ``worker_index``) uses number (w + k) mod N for
+  every request of its life: a reload goes back to the same one. Any replica would do (they
+  share Redis); the spread is about each one's connections and open files;
+- ``FLASHSALE_GATE_URL``: the token gate, or gates comma-separated, spread the same way (so
+  with one gate per queue server, a visitor buys from its replica's gate); when it is not
   set, the ``shop_url`` the queue server hands out with the admission is used;
 - ``FLASHSALE_QUIT_WHEN_DONE``: ``1`` (default) ends the run once every visitor has finished,
   ``0`` keeps it running until ``-t``;
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import os
 import random
 import time
@@ -55,12 +61,18 @@ def _share(name: str) -> float:
         return 0.0
 
 
+def _urls(name: str) -> list[str]:
+    return [u.strip().rstrip("/") for u in os.environ.get(name, "").split(",") if u.strip()]
+
+
 PRODUCT_ID = os.environ.get("FLASHSALE_PRODUCT", "demo-sneaker")
 PRODUCT_B = os.environ.get("FLASHSALE_PRODUCT_B", "")
 DEFAULT_GATE_URL = "http://127.0.0.1:8000"
+QUEUE_URLS = _urls("FLASHSALE_QUEUE_URLS")
 # Only an explicit setting overrides the shop_url the queue server hands out: behind a load
 # balancer the advertised URL may not be the one this load generator can reach.
-GATE_URL_OVERRIDE = os.environ.get("FLASHSALE_GATE_URL", "").rstrip("/")
+GATE_URL_OVERRIDES = _urls("FLASHSALE_GATE_URL")
+_spawned = itertools.count()  # the visitors this process has started
 QUIT_WHEN_DONE = os.environ.get("FLASHSALE_QUIT_WHEN_DONE", "1") != "0"
 ABANDON_SHARE = _share("FLASHSALE_ABANDON_SHARE")
 REFRESH_SHARE = _share("FLASHSALE_REFRESH_SHARE")
@@ -189,6 +201,7 @@ class Tab:
             # worker makes its visitors poll late, and the server rightly sweeps them.
             "late_s": 0.0,
             "max_gap_s": 0.0,
+            "replica": user.replica,  # which of the queue servers (and gates) it used
         }
         self.last_sent: float | None = None
         self.last_position: int | None = None
@@ -380,8 +393,8 @@ class Tab:
     # --- the shop ------------------------------------------------------------------------
 
     def _buy(self, admitted: dict[str, Any]) -> str:
-        if GATE_URL_OVERRIDE:
-            url = f"{GATE_URL_OVERRIDE}/products/{self.product_id}/orders"
+        if self.user.gate_url:
+            url = f"{self.user.gate_url}/products/{self.product_id}/orders"
         elif admitted.get("shop_url"):
             url = f"{str(admitted['shop_url']).rstrip('/')}/orders"
         else:
@@ -435,6 +448,18 @@ class Visitor(FastHttpUser):
     # fixed wait between polls is exactly what the server's instruction replaces.
     def wait_time(self) -> float:
         return 0.0
+
+    def __init__(self, environment: Environment) -> None:
+        # Chosen before the client exists: FastHttpUser binds its session to self.host. The
+        # worker's index staggers the workers, so N replicas share every worker's visitors.
+        k = next(_spawned) + int(getattr(environment.runner, "worker_index", 0) or 0)
+        self.replica = k % len(QUEUE_URLS) if QUEUE_URLS else 0
+        if QUEUE_URLS:
+            self.host = QUEUE_URLS[self.replica]
+        self.gate_url = (
+            GATE_URL_OVERRIDES[k % len(GATE_URL_OVERRIDES)] if GATE_URL_OVERRIDES else ""
+        )
+        super().__init__(environment)
 
     def on_start(self) -> None:
         self.started_at = time.monotonic()

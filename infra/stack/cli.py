@@ -107,7 +107,7 @@ EXAMPLES = {
   flashsale bench --only queue,gate --out results.json""",
     "storm": """examples:
   flashsale storm --visitors 2000 --stock 100
-  flashsale storm --visitors 50000 --stock 1000 --mode fifo --refresh-share 0.1""",
+  flashsale storm --visitors 50000 --stock 1000 --replicas 3 --refresh-share 0.1""",
 }
 
 

@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from infra.stack.storm.invariants import (
     check_sale,
     outcome_counts,
 )
-from infra.stack.storm.options import Options, UsageError, options
+from infra.stack.storm.options import Options, UsageError, file_warnings, options
 from infra.stack.storm.platform import (
     Admin,
     Platform,
@@ -48,27 +48,17 @@ RATE_WINDOW = 8  # samples
 # The file descriptors a storm needs: one connection per visitor tab in a Locust worker and
 # as many again in the queue server, which inherits our limit through `flashsale up`.
 WANTED_FILES = 262_144
-FILES_SPARE = 200  # the queue server's own files: Redis connections, logs, the listener
 
 
 def run(args: argparse.Namespace) -> int:
+    files = raise_file_limit()  # first: the workers' count depends on it
     try:
-        opts = options(args)
+        opts = options(args, files)
     except UsageError as exc:
         print(f"flashsale storm: {exc}", file=sys.stderr, flush=True)
         return 2
-    files = raise_file_limit()
-    if opts.urls is None and opts.visitors > files - FILES_SPARE:
-        # Every waiting visitor keeps its connection open between polls (keep-alive outlasts
-        # the longest poll), and one queue server process holds them all: past this limit it
-        # cannot accept, and visitors see their connections closed.
-        print(
-            f"flashsale storm: warning: {opts.visitors:,} visitors but an open-file limit of "
-            f"{files:,} (the hard limit; raising it needs privileges): the queue server can "
-            f"hold about {files - FILES_SPARE:,} waiting visitors' connections",
-            file=sys.stderr,
-            flush=True,
-        )
+    for line in file_warnings(opts):
+        print(f"flashsale storm: warning: {line}", file=sys.stderr, flush=True)
     try:
         return asyncio.run(_until_signalled(opts))
     except PlatformError as exc:
@@ -121,7 +111,10 @@ async def storm(opts: Options) -> int:
     async with contextlib.AsyncExitStack() as stack:
         if opts.urls is not None:
             platform = Platform(
-                opts.urls["queue"], opts.urls["gate"], opts.urls["shop"], opts.admin_key
+                queue_urls=opts.urls["queue"],
+                gate_urls=opts.urls["gate"],
+                shop_url=opts.urls["shop"][0],
+                admin_key=opts.admin_key,
             )
         else:
             data_dir = opts.data_dir
@@ -129,11 +122,18 @@ async def storm(opts: Options) -> int:
                 data_dir = Path(tempfile.mkdtemp(prefix="flashsale-storm-"))
                 # Registered first, so it runs last: after the platform has stopped.
                 stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
-            console.print(f"starting flashsale up (data in {data_dir}) ...")
-            platform = await stack.enter_async_context(
-                flashsale_up(data_dir.resolve(), out / "platform.log", opts.admin_key)
+            console.print(
+                f"starting flashsale up --replicas {opts.replicas} (data in {data_dir}) ..."
             )
-            console.print(f"platform ready: queue {platform.queue_url}, gate {platform.gate_url}")
+            platform = await stack.enter_async_context(
+                flashsale_up(
+                    data_dir.resolve(), out / "platform.log", opts.admin_key, opts.replicas
+                )
+            )
+            console.print(
+                f"platform ready: queue {', '.join(platform.queue_urls)}; "
+                f"gate {', '.join(platform.gate_urls)}"
+            )
         admin = Admin(platform)
         stack.push_async_callback(admin.aclose)
         for product in names:
@@ -154,7 +154,9 @@ async def storm(opts: Options) -> int:
         env = {
             "FLASHSALE_PRODUCT": names[0],
             "FLASHSALE_PRODUCT_B": names[1] if len(names) > 1 else "",
-            "FLASHSALE_GATE_URL": platform.gate_url,
+            # Visitor k of Locust worker w uses replica (w + k) mod N of each list, for good.
+            "FLASHSALE_QUEUE_URLS": ",".join(platform.queue_urls),
+            "FLASHSALE_GATE_URL": ",".join(platform.gate_urls),
             "FLASHSALE_QUIT_WHEN_DONE": "1",
             "FLASHSALE_RECORDS": str(records),
             "FLASHSALE_ABANDON_SHARE": str(opts.shares["abandon"]),
@@ -390,6 +392,11 @@ def summarize(
             selling = max(sold_at - opts.opens_in_s, 0.0)
             summary[f"{p} sold out after open, s"] = round(selling, 1)
             summary[f"{p} sell-out ÷ ideal ({ideal:.1f} s)"] = round(selling / ideal, 2)
+    if opts.replicas > 1:
+        spread = Counter(int(t.get("replica") or 0) for t in tabs)
+        summary["tabs per queue replica"] = ", ".join(
+            f"{i}: {spread.get(i, 0)}" for i in range(opts.replicas)
+        )
     summary["outcomes"] = ", ".join(f"{k} {v}" for k, v in sorted(outcome_counts(tabs).items()))
     return summary
 
@@ -414,7 +421,9 @@ def settings_table(opts: Options, platform: Platform) -> dict[str, Any]:
         "shares (abandon, refresh, two sales)": ", ".join(str(v) for v in opts.shares.values()),
         "abandon_s / pickup_s / overbook": f"{opts.abandon_s} / {opts.pickup_s} / {opts.overbook}",
         "Locust workers": opts.workers,
+        "open-file limit (each process)": opts.files,
         "duration limit": f"{opts.duration_s} s",
-        "queue server": platform.queue_url,
+        "queue servers": ", ".join(platform.queue_urls),
+        "token gates": ", ".join(platform.gate_urls),
         "machine": f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}",
     }

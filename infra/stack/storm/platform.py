@@ -7,28 +7,39 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from infra.stack.embedded import free_port
+from infra.stack.cli import REPLICA_PORT_STEP
+from infra.stack.embedded import LOOPBACK, free_port
 
 READY_TIMEOUT_S = 180.0  # a first start runs initdb for the embedded PostgreSQL
 STOP_TIMEOUT_S = 30.0
+# `flashsale up`'s five HTTP processes; with --replicas, replica i of each listens on its
+# port + i * REPLICA_PORT_STEP.
+APP_PORT_FLAGS = ("--gate-port", "--queue-port", "--shop-port", "--scheduler-port", "--worker-port")
+PORT_TRIES = 20
 
 
 @dataclass(frozen=True)
 class Platform:
-    queue_url: str
-    gate_url: str
+    queue_urls: tuple[str, ...]  # one per replica; any of them serves any visitor
+    gate_urls: tuple[str, ...]
     shop_url: str
     admin_key: str = field(repr=False)  # never printed, not even in a traceback
     pid: int | None = None  # `flashsale up`, when this storm started it: its memory is sampled
+
+    @property
+    def queue_url(self) -> str:
+        return self.queue_urls[0]
 
 
 class PlatformError(Exception):
@@ -43,18 +54,57 @@ def parse_ready(line: str) -> dict[str, str]:
     return dict(p.split("=", 1) for p in parts[1:] if "=" in p)
 
 
+def replica_ports(replicas: int, kinds: int = len(APP_PORT_FLAGS)) -> list[int]:
+    """``kinds`` base ports such that each base + i * REPLICA_PORT_STEP (i < replicas), the
+    ports of replica i as `flashsale up --replicas` places them, is free and none repeats."""
+    bases: list[int] = []
+    taken: set[int] = set()
+    for _ in range(PORT_TRIES * kinds):
+        base = free_port()  # free, and never handed out before in this process
+        run = {base + i * REPLICA_PORT_STEP for i in range(replicas)}
+        if taken.isdisjoint(run) and all(_bindable(p) for p in run - {base}):
+            bases.append(base)
+            taken |= run
+            if len(bases) == kinds:
+                return bases
+    raise PlatformError(f"no free ports for {replicas} replicas of {kinds} processes")
+
+
+def _bindable(port: int) -> bool:
+    if port > 65_535:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _replica_url(url: str, i: int) -> str:
+    parts = urlsplit(url)
+    assert parts.port is not None, url  # `flashsale up` always says its ports
+    return parts._replace(netloc=f"{parts.hostname}:{parts.port + i * REPLICA_PORT_STEP}").geturl()
+
+
 @contextlib.asynccontextmanager
-async def flashsale_up(data_dir: Path, log: Path, admin_key: str) -> AsyncIterator[Platform]:
-    """`flashsale up --dev` as a child process on free ports, stopped with SIGTERM at the end.
+async def flashsale_up(
+    data_dir: Path, log: Path, admin_key: str, replicas: int = 1
+) -> AsyncIterator[Platform]:
+    """`flashsale up --dev --replicas N` as a child process on free ports, stopped with
+    SIGTERM at the end.
 
     Every storm visitor comes from this machine's one IP: the join and visitor rate limits
     are turned off, or they would answer 429 to the storm, which is what they are for."""
-    ports = [free_port() for _ in range(4)]
+    ports = replica_ports(replicas)
     argv = [
         *(sys.executable, "-m", "infra", "up", "--dev", "--data-dir", str(data_dir)),
-        *("--gate-port", str(ports[0]), "--queue-port", str(ports[1])),
-        *("--shop-port", str(ports[2]), "--scheduler-port", str(ports[3])),
-        *("--worker-port", str(free_port())),
+        *(
+            arg
+            for flag, port in zip(APP_PORT_FLAGS, ports, strict=True)
+            for arg in (flag, str(port))
+        ),
+        *("--replicas", str(replicas)),
         *("--join-rate-per-ip", "0", "--visitor-rate", "0", "--admin-key", admin_key),
     ]
     # Our URLs win over any FLASHSALE_*_URL of the caller's shell: this platform embeds all.
@@ -75,8 +125,14 @@ async def flashsale_up(data_dir: Path, log: Path, admin_key: str) -> AsyncIterat
             raise PlatformError(f"flashsale up not READY after {READY_TIMEOUT_S:.0f} s") from None
         if not raw:
             raise PlatformError(f"flashsale up exited before READY; see {log}")
-        urls = parse_ready(raw.decode().strip())
-        yield Platform(urls["queue"], urls["gate"], urls["shop"], admin_key, pid=proc.pid)
+        urls = parse_ready(raw.decode().strip())  # replica 0's
+        yield Platform(
+            queue_urls=tuple(_replica_url(urls["queue"], i) for i in range(replicas)),
+            gate_urls=tuple(_replica_url(urls["gate"], i) for i in range(replicas)),
+            shop_url=urls["shop"],
+            admin_key=admin_key,
+            pid=proc.pid,
+        )
     finally:
         await stop_process(proc)
 

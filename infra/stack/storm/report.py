@@ -39,6 +39,7 @@ TAB_FIELDS = (
     "life_s",
     "late_s",
     "max_gap_s",
+    "replica",
 )
 
 

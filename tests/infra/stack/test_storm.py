@@ -4,16 +4,30 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import csv
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from infra.constants import DEV_ADMIN_KEY
 from infra.sale.shuffle import commitment, draw, new_seed
+from infra.stack import cli
 from infra.stack.storm.invariants import Check, check_finished, check_generator, check_sale
+from infra.stack.storm.options import (
+    MAX_REPLICAS,
+    UsageError,
+    add_arguments,
+    file_warnings,
+    options,
+)
+from infra.stack.storm.platform import flashsale_up
 
 REPO = Path(__file__).resolve().parents[3]
 STORM_TIMEOUT_S = 100.0
@@ -98,6 +112,160 @@ async def test_bad_input_is_one_line_and_exit_code_2() -> None:
     code, output = await _storm("--visitors", "10", "--stock", "5", "--abandon-share", "1.5")
     assert code == 2
     assert output.strip() == "flashsale storm: --abandon-share must be from 0 to 1"
+    code, output = await _storm("--visitors", "10", "--replicas", "0")
+    assert (code, output.strip()) == (2, "flashsale storm: --replicas must be from 1 to 9")
+    code, output = await _storm("--visitors", "10", "--replicas", "two")
+    assert code == 2 and len(output.strip().splitlines()) == 1, output
+
+
+# --- replicas, workers and the open-file limit -----------------------------------------------
+
+LIMIT = 20_000  # this project's machine: the hard open-file limit, which cannot be raised
+
+
+def _opts(*argv: str, files: int = LIMIT) -> Any:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return options(parser.parse_args(argv), files)
+
+
+def _refused(*argv: str, files: int = LIMIT) -> str:
+    with pytest.raises(UsageError) as caught:
+        _opts(*argv, files=files)
+    return str(caught.value)
+
+
+def test_replicas_are_checked_like_every_other_option() -> None:
+    assert MAX_REPLICAS == cli.MAX_REPLICAS  # what `flashsale up --replicas` itself takes
+    assert _opts("--visitors", "10").replicas == 1
+    assert _opts("--visitors", "10", "--replicas", "3").replicas == 3
+    for bad in ("0", "10", "-1"):
+        assert _refused("--visitors", "10", "--replicas", bad) == "--replicas must be from 1 to 9"
+
+
+def test_running_platforms_are_given_as_comma_separated_urls() -> None:
+    q, g, s = "http://q:1,http://q:2/", "http://g:1, http://g:2", "http://s:1"
+    opts = _opts("--visitors", "10", "--queue-url", q, "--gate-url", g, "--shop-url", s)
+    assert opts.urls == {
+        "queue": ("http://q:1", "http://q:2"),
+        "gate": ("http://g:1", "http://g:2"),
+        "shop": ("http://s:1",),
+    }
+    assert opts.replicas == 2  # the URLs say how many
+    one_gate = _opts(
+        "--visitors", "10", "--queue-url", q, "--gate-url", "http://g", "--shop-url", s
+    )
+    assert one_gate.urls is not None and one_gate.urls["gate"] == ("http://g",)
+    base = ("--visitors", "10", "--queue-url", q, "--shop-url", s)
+    assert "one for each --queue-url" in _refused(*base, "--gate-url", "http://a,http://b,http://c")
+    assert "list the replicas' URLs" in _refused(*base, "--gate-url", g, "--replicas", "2")
+    assert "takes one URL" in _refused(*base, "--gate-url", g, "--shop-url", f"{s},{s}")
+    assert "http(s) URLs" in _refused(*base, "--gate-url", "g:1")
+    assert "all three" in _refused("--visitors", "10", "--queue-url", q)
+
+
+def test_workers_never_hold_more_visitors_than_their_open_files_allow() -> None:
+    cores = os.cpu_count() or 1
+    assert _opts("--visitors", "20000").workers == max(cores, 3)
+    # 50,000 visitors at two sockets each, under 20,000 files a worker: 9,900 a worker.
+    fifty = _opts("--visitors", "50000", "--replicas", "3")
+    assert fifty.workers == max(cores, 6) and fifty.files == LIMIT
+    assert 50_000 / fifty.workers * 2 <= LIMIT - 200
+    assert _opts("--visitors", "50000", "--workers", "4").workers == 4  # 12,500: tight, allowed
+    assert _refused("--visitors", "50000", "--workers", "2") == (
+        "--workers 2 gives each Locust worker 25,000 visitors, more than its open-file limit "
+        "of 20,000 holds; give --workers 6 or more (the default)"
+    )
+    # A worker of 10,000 visitors is tight: said at start. The queue servers of the old
+    # 50,000 storm (one of them) are past their limit: it says how many would do.
+    (worker,) = file_warnings(_opts("--visitors", "20000", "--workers", "2", "--replicas", "2"))
+    assert worker.startswith("10,000 visitors per Locust worker (2 of them)"), worker
+    lone = file_warnings(_opts("--visitors", "50000", "--two-sales-share", "0.05"))
+    assert len(lone) == 1 and lone[0].startswith("52,500 waiting tabs per queue server (1 of"), lone
+    assert lone[0].endswith("use --replicas 3 or more"), lone
+    assert file_warnings(_opts("--visitors", "50000", "--replicas", "3")) == []
+    # A running platform's limit is its own: nothing said about it.
+    urls = ("--queue-url", "http://q", "--gate-url", "http://g", "--shop-url", "http://s")
+    assert file_warnings(_opts("--visitors", "50000", *urls)) == []
+
+
+def _spread(out_dir: Path) -> Counter[str]:
+    with (out_dir / "tabs.csv").open() as f:
+        return Counter(row["replica"] for row in csv.DictReader(f))
+
+
+SMALL = (
+    *("--visitors", "30", "--stock", "10", "--mode", "shuffle", "--opens-in", "4"),
+    *("--batch-size", "5", "--interval", "0.5", "--spawn-rate", "30"),
+    *("--refresh-share", "0.2", "--two-sales-share", "0.2"),
+    *("--abandon-s", "15", "--pickup-s", "10", "--duration", "50"),
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_a_storm_over_two_replicas_spreads_its_visitors_and_passes(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
+    out_dir = tmp_path / "report"
+    code, output = await _storm(
+        *SMALL, "--replicas", "2", "--data-dir", str(embedded_data_dir), "--out", str(out_dir)
+    )
+    assert code == 0, f"storm failed ({code}):\n{output[-5000:]}"
+    assert "STORM PASSED: all invariants hold" in output
+    assert "PASS  every visitor finished: 30 of 30" in output
+    # Both queue servers and both gates, replica i on each port + 10 i, as `flashsale up` has
+    # them (the report's settings table: the console wraps its lines).
+    cells = [
+        [c.strip() for c in line.strip("| ").split(" | ")]
+        for line in (out_dir / "report.md").read_text().splitlines()
+        if line.startswith("| ")
+    ]
+    rows = {c[0]: c[1] for c in cells if len(c) == 2}
+    for row in ("queue servers", "token gates"):
+        urls = rows[row].split(", ")
+        port = int(urls[0].rsplit(":", 1)[1])
+        assert urls == [urls[0], urls[0].replace(f":{port}", f":{port + 10}")], rows[row]
+    # Visitor k of worker w on replica (w + k) mod 2: an even split of the visitors, every tab
+    # of a visitor on its visitor's replica.
+    spread = _spread(out_dir)
+    assert set(spread) == {"0", "1"} and sum(spread.values()) >= 30, spread
+    assert abs(spread["0"] - spread["1"]) <= 10, spread
+    assert f"tabs per queue replica: 0: {spread['0']}, 1: {spread['1']}" in output
+
+
+async def _requests(http: httpx.AsyncClient, url: str, route_part: str) -> float:
+    """Responses a process counted on its routes containing ``route_part`` (its /metrics)."""
+    text = (await http.get(f"{url}/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if "_http_requests_total{" in line and route_part in line
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_a_storm_against_running_replicas_reaches_every_one(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
+    out_dir = tmp_path / "report"
+    up = flashsale_up(embedded_data_dir, tmp_path / "up.log", DEV_ADMIN_KEY, replicas=2)
+    async with up as platform, httpx.AsyncClient(trust_env=False) as http:
+        code, output = await _storm(
+            *SMALL,
+            *("--queue-url", ",".join(platform.queue_urls)),
+            *("--gate-url", ",".join(platform.gate_urls), "--shop-url", platform.shop_url),
+            *("--out", str(out_dir)),
+        )
+        assert code == 0, f"storm failed ({code}):\n{output[-5000:]}"
+        # Seen from the servers: each queue server answered joins and polls, each gate orders.
+        for url in platform.queue_urls:
+            assert await _requests(http, url, "/status") > 0, url
+            assert await _requests(http, url, "/join") > 0, url
+        for url in platform.gate_urls:
+            assert await _requests(http, url, "/orders") > 0, url
+    assert set(_spread(out_dir)) == {"0", "1"}
 
 
 # --- the checker on broken input -------------------------------------------------------------
