@@ -17,12 +17,14 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from infra.constants import HEADER_GATE_SECRET
 from infra.sale.keys import SaleKeys
 from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
 from infra.web.metrics import Metrics
 from infra.web.serve import uvicorn_options
 from scheduler.admission import Admissions
+from shop.app import create_app as create_shop
 from shop.sales import create_sale
 from token_gate.codec import TokenCodec
 
@@ -116,3 +118,27 @@ async def serving(app: ASGIApp) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+@contextlib.asynccontextmanager
+async def running_shop(
+    settings: Settings, *, gate: bool = False
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The shop in-process (`running`), once its Kafka producer is connected: a test's first
+    order must not wait for it, and stopping the shop must never cancel a producer mid-start.
+    `gate`: the client sends the gate's secret, as the gate does, so the orders API answers."""
+    app = create_shop(settings)
+    async with running(app) as client:
+        await app.state.ctx.producer.wait_connected(30)
+        if gate:
+            client.headers[HEADER_GATE_SECRET] = settings.gate_secrets()[0]
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def serving_shop(settings: Settings) -> AsyncIterator[str]:
+    """The real shop under uvicorn (`serving`), its Kafka producer connected."""
+    app = create_shop(settings)
+    async with serving(app) as url:
+        await app.state.ctx.producer.wait_connected(30)
+        yield url

@@ -24,7 +24,7 @@ from shop.app import create_app as create_shop
 from shop.openapi import ADMIN_API, SHOP_API
 from shop.worker_http import WORKER_API, create_worker_app
 from tests.api.routes import disagreements
-from tests.support import running
+from tests.support import running, running_shop
 from token_gate.app import create_app as create_gate
 from token_gate.openapi import GATE_API
 
@@ -105,9 +105,7 @@ async def test_queue_server_serves_its_document(stack_settings: Settings) -> Non
 
 
 async def test_shop_serves_its_document_without_the_gates_secret(stack_settings: Settings) -> None:
-    app = create_shop(stack_settings)
-    async with running(app) as client:
-        await app.state.ctx.producer.wait_connected(30)
+    async with running_shop(stack_settings) as client:
         reply = await client.get(OPENAPI_PATH)
     assert reply.status_code == 200
     assert reply.json() == served_document(SHOP_API)

@@ -8,19 +8,15 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from infra.constants import HEADER_GATE_SECRET, HEADER_PRODUCT_ID, HEADER_VISITOR_ID
+from infra.constants import HEADER_PRODUCT_ID, HEADER_VISITOR_ID
 from infra.settings import Settings
-from shop.app import create_app as create_shop
-from tests.support import new_sale, running
+from tests.support import new_sale, running_shop
 from token_gate.codec import new_visitor_id
 
 
 @pytest.fixture
 async def shop(stack_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_shop(stack_settings)
-    async with running(app) as client:
-        await app.state.ctx.producer.wait_connected(30)
-        client.headers[HEADER_GATE_SECRET] = stack_settings.gate_secrets()[0]
+    async with running_shop(stack_settings, gate=True) as client:
         yield client
 
 

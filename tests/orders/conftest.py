@@ -17,8 +17,7 @@ from infra.constants import HEADER_GATE_SECRET, HEADER_PRODUCT_ID, HEADER_VISITO
 from infra.sale.keys import SaleKeys
 from infra.settings import Settings
 from infra.stack.embedded import free_port
-from shop.app import create_app
-from tests.support import running
+from tests.support import running_shop
 
 
 @pytest.fixture
@@ -36,9 +35,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def shop(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with running(app) as client:
-        await app.state.ctx.producer.wait_connected(30)
+    async with running_shop(settings) as client:
         yield client
 
 

@@ -16,9 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from infra.constants import DEV_ADMIN_KEY, TOPIC_ORDER_CANCELLED, TOPIC_ORDER_PAID
 from infra.settings import Settings
 from infra.stack.embedded import EmbeddedStack
-from shop.app import create_app
 from tests.orders.conftest import Worker, identity, place_order, stock_left, stored_count
-from tests.support import new_sale, running
+from tests.support import new_sale, running_shop
 
 
 async def _events(bootstrap: str, topic: str, order_ids: set[str], timeout_s: float = 30) -> list:
@@ -83,9 +82,7 @@ async def test_an_order_that_cannot_be_produced_is_rolled_back(
         broker = EmbeddedStack(Path(tmp), redis=False, database=False)
         await broker.start()
         local = settings.replace(kafka_bootstrap=broker.kafka_bootstrap)
-        app = create_app(local)
-        async with running(app) as shop:
-            await app.state.ctx.producer.wait_connected(30)
+        async with running_shop(local) as shop:
             await broker.stop()  # the broker is gone for good
             who = {**identity(local, pid, "otto"), "Idempotency-Key": "try-1"}
             refused = await shop.post(f"/products/{pid}/orders", json={"quantity": 1}, headers=who)

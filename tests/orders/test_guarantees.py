@@ -19,7 +19,6 @@ from infra.constants import DEV_ADMIN_KEY, TOPIC_ORDER_PLACED
 from infra.sale.keys import SaleKeys
 from infra.settings import Settings
 from infra.stack.embedded import EmbeddedStack
-from shop.app import create_app
 from shop.migrate import upgrade
 from tests.orders.conftest import (
     Worker,
@@ -29,7 +28,7 @@ from tests.orders.conftest import (
     stock_left,
     stored_count,
 )
-from tests.support import new_sale, running
+from tests.support import new_sale, running_shop
 
 ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
 
@@ -129,9 +128,7 @@ async def test_a_broker_restart_loses_no_order(
             local = settings.replace(kafka_bootstrap=broker.kafka_bootstrap)
             keys = await new_sale(redis, stock=50)
             pid = keys.product_id
-            app = create_app(local)
-            async with running(app) as shop:
-                await app.state.ctx.producer.wait_connected(30)
+            async with running_shop(local) as shop:
                 replies = [await place_order(shop, local, pid, f"r{i}") for i in range(20)]
                 assert all(r.status_code == 202 for r in replies)
                 tansu = broker.supervisor.child("tansu")

@@ -27,10 +27,9 @@ from infra.sale.scripts import SaleScripts
 from infra.settings import Settings
 from infra.web.metrics import Metrics
 from scheduler.admission import Admissions
-from shop.app import create_app
 from tests.browser import PHONE, chromium, new_page, require_browser, screenshot
 from tests.orders.conftest import identity
-from tests.support import new_sale, open_sale, sale_body, serving, unique_id
+from tests.support import new_sale, open_sale, sale_body, serving_shop, unique_id
 from token_gate.codec import TokenCodec
 
 require_browser()
@@ -51,9 +50,7 @@ def dash_settings(stack_settings: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 async def shop_url(dash_settings: Settings) -> AsyncIterator[str]:
-    app = create_app(dash_settings)
-    async with serving(app) as url:
-        await app.state.ctx.producer.wait_connected(30)
+    async with serving_shop(dash_settings) as url:
         yield url
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,8 +14,7 @@ from starlette.routing import Route
 
 from infra.constants import HEADER_GATE_SECRET
 from infra.settings import Settings
-from shop.app import create_app as create_shop
-from tests.support import running, serving
+from tests.support import running, serving, serving_shop
 from token_gate.app import create_app as create_gate
 from token_gate.codec import TokenCodec
 
@@ -79,16 +77,6 @@ def codec(gate_settings: Settings) -> TokenCodec:
 @pytest.fixture
 def shop_settings(stack_settings: Settings) -> Settings:
     return stack_settings
-
-
-@contextlib.asynccontextmanager
-async def serving_shop(settings: Settings) -> AsyncIterator[str]:
-    """The real shop under uvicorn, its Kafka producer connected (so that stopping it never
-    cancels a producer mid-start)."""
-    app = create_shop(settings)
-    async with serving(app) as url:
-        await app.state.ctx.producer.wait_connected(30)
-        yield url
 
 
 @pytest.fixture

@@ -24,12 +24,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from infra.constants import EVENTS_GROUP, EVENTS_STREAM_KEY, HEADER_GATE_SECRET
+from infra.constants import EVENTS_GROUP, EVENTS_STREAM_KEY
 from infra.settings import Settings
-from shop.app import create_app
 from shop.deliverer import Deliverer, http_client
 from tests.shop.helpers import ADMIN
-from tests.support import running, serving
+from tests.support import running_shop, serving
 
 DELIVERY_TIMEOUT_S = 1.0
 BACKOFF_BASE_S = 0.3
@@ -130,10 +129,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def shop(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The shop's admin API (and, with the gate's secret, its orders), in-process."""
-    app = create_app(settings)
-    async with running(app) as client:
-        await app.state.ctx.producer.wait_connected(30)
-        client.headers[HEADER_GATE_SECRET] = settings.gate_secrets()[0]
+    async with running_shop(settings, gate=True) as client:
         yield client
 
 
