@@ -290,10 +290,11 @@ def file_warnings(opts: Options) -> list[str]:
             if needed <= MAX_REPLICAS
             else "raise the limit (ulimit -n)"
         )
+        # Said, not refused: tabs that are done close their connections, so a storm whose
+        # line never holds them all at once still fits (the 20,000 one of the README does).
         lines.append(
-            f"{per_replica:,} waiting tabs per queue server ({opts.replicas} of them) but an "
-            f"open-file limit of {opts.files:,}: each holds about {cap:,} visitors' "
-            f"connections; {more}"
+            f"{per_replica:,} tabs per queue server ({opts.replicas} of them), but its open-file "
+            f"limit of {opts.files:,} holds about {cap:,} waiting at once; {more}"
         )
     per_worker = math.ceil(opts.visitors / opts.workers)
     if per_worker > visitors_per_process(opts.files):

@@ -181,7 +181,7 @@ def test_workers_never_hold_more_visitors_than_their_open_files_allow() -> None:
     (worker,) = file_warnings(_opts("--visitors", "20000", "--workers", "2", "--replicas", "2"))
     assert worker.startswith("10,000 visitors per Locust worker (2 of them)"), worker
     lone = file_warnings(_opts("--visitors", "50000", "--two-sales-share", "0.05"))
-    assert len(lone) == 1 and lone[0].startswith("52,500 waiting tabs per queue server (1 of"), lone
+    assert len(lone) == 1 and lone[0].startswith("52,500 tabs per queue server (1 of them)"), lone
     assert lone[0].endswith("use --replicas 3 or more"), lone
     assert file_warnings(_opts("--visitors", "50000", "--replicas", "3")) == []
     # A running platform's limit is its own: nothing said about it.
