@@ -30,6 +30,7 @@ import random
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -37,7 +38,14 @@ from statistics import NormalDist
 import numpy as np
 import numpy.typing as npt
 
-from infra.constants import POLL_MIN_MS, POLL_WAIT_SHARE, RATE_WINDOW_MS
+from infra.constants import (
+    HERD_POLLS_PER_S,
+    HERD_SPREAD_MAX_MS,
+    POLL_JITTER,
+    POLL_MIN_MS,
+    POLL_WAIT_SHARE,
+    RATE_WINDOW_MS,
+)
 from queue_server.status import Reply, poll_after_ms, poll_cap_ms
 
 SCALING_MD = Path(__file__).resolve().parent.parent / "docs" / "SCALING.md"
@@ -76,9 +84,11 @@ class Config:
     abandon_within_s: float = 600.0
     seed: int = 1
     max_s: float = 7_200.0
-    # What-ifs, not the rule of status.py (0 = the rule as it is): each poll_after_ms of a
-    # waiting visitor scaled by U(1 - jitter, 1), and the start's herd spread over this long.
-    jitter: float = 0.0
+    # Overrides of status.py's rule, for what-ifs; the defaults are the rule itself. `jitter`:
+    # each waiting poll is scaled by U(1 - jitter, 1) (0: none). `herd_spread_s`: 0 spreads the
+    # start's herd as the rule does (by the size of the pre-queue); else over a flat this long.
+    # `--jitter 0 --herd-spread-s 1` is the rule before the herd fix.
+    jitter: float = POLL_JITTER
     herd_spread_s: float = 0.0
 
 
@@ -115,50 +125,78 @@ class Result:
 # --- The rule, on arrays ------------------------------------------------------------------------
 
 
-def poll_after_waiting(position: I64, rate: F64, cap_ms: int) -> I64:
+# Each takes its uniform draws in [0, 1) as an array `u`, one per answer, as poll_after_ms takes
+# its `uniform`: check_rule gives both the same draws, so the copy is checked exactly, draws and
+# all, and run() gives the arrays numpy's.
+
+
+def herd_spread_ms(waiting: I64, pickup_ms: int) -> I64:
+    """status.py's herd_spread_ms, element-wise."""
+    most = min(HERD_SPREAD_MAX_MS, pickup_ms // 2)
+    return np.maximum(POLL_MIN_MS, np.minimum(waiting * 1000 // HERD_POLLS_PER_S, most))
+
+
+def poll_after_waiting(
+    position: I64, rate: F64, cap_ms: int, u: F64, jitter: float = POLL_JITTER
+) -> I64:
     """status.py's poll_after_ms for state 'waiting' with a position, element-wise."""
     with np.errstate(divide="ignore", invalid="ignore"):
         wait_ms = np.where(
             rate > 0, position / np.where(rate > 0, rate, 1.0) * 1000, position * 1000
         )
-    return np.minimum(cap_ms, np.maximum(POLL_MIN_MS, wait_ms * POLL_WAIT_SHARE)).astype(np.int64)
+    interval = np.minimum(cap_ms, np.maximum(POLL_MIN_MS, wait_ms * POLL_WAIT_SHARE))
+    return np.maximum(POLL_MIN_MS, (interval * (1 - jitter * u)).astype(np.int64))
 
 
-def poll_after_not_started(until_start_ms: I64, cap_ms: int, rng: np.random.Generator) -> I64:
-    """status.py's rule for 'not_started': the herd spread over POLL_MIN_MS."""
-    spread = rng.integers(0, POLL_MIN_MS, size=until_start_ms.shape, endpoint=True)
-    return np.minimum(cap_ms, np.maximum(POLL_MIN_MS, until_start_ms) + spread)
+def poll_after_not_started(until_start_ms: I64, spread_ms: I64, cap_ms: int, u: F64) -> I64:
+    """status.py's rule for 'not_started': the start plus U(0, spread), at most the cap."""
+    drawn = (u * (spread_ms + 1)).astype(np.int64)
+    return np.minimum(cap_ms, np.maximum(POLL_MIN_MS, until_start_ms) + drawn)
 
 
-def _reply(state: str, position: int | None, rate: float, now: int, start: int, c: Config) -> Reply:
+def _reply(
+    state: str, position: int | None, rate: float, now: int, start: int, c: Config, waiting: int
+) -> Reply:
     return Reply(
-        code="ok", state=state, position=position, waiting=position or 0, rate=rate, token="",
+        code="ok", state=state, position=position, waiting=waiting, rate=rate, token="",
         token_expiry_ms=0, now_ms=now, start_ms=start, early=False, seed="",
         abandon_ms=c.abandon_s * 1000, pickup_ms=c.pickup_s * 1000,
     )  # fmt: skip
 
 
+def _drawing(u: float) -> Callable[[], float]:
+    return lambda: u
+
+
 def check_rule(c: Config, samples: int = 20_000) -> None:
-    """The array form against queue_server/status.py itself, or the run would prove nothing."""
+    """The array form against queue_server/status.py itself, or the run would prove nothing.
+    Both get the same uniform draws, so they must agree to the millisecond."""
     cap = poll_cap_ms(c.abandon_s * 1000, c.pickup_s * 1000)
     gen = random.Random(c.seed)
     positions = np.array([gen.choice([1, 2, 7, 99, 10**3, 10**5, 10**7]) + gen.randrange(10**4)
                           for _ in range(samples)], dtype=np.int64)  # fmt: skip
     rates = np.array([gen.choice([0.0, 0.5, 10.0, 100.0, 1234.567]) for _ in range(samples)])
-    mine = poll_after_waiting(positions, rates, cap)
-    for p, r, got in zip(positions.tolist(), rates.tolist(), mine.tolist(), strict=True):
-        want = poll_after_ms(_reply("waiting", p, r, 0, 0, c))
+    draws = np.array([gen.random() for _ in range(samples)])
+    mine = poll_after_waiting(positions, rates, cap, draws)
+    for p, r, u, got in zip(positions.tolist(), rates.tolist(), draws.tolist(), mine.tolist(),
+                            strict=True):  # fmt: skip
+        want = poll_after_ms(_reply("waiting", p, r, 0, 0, c, p), _drawing(u))
         if want != got:
-            raise AssertionError(f"poll rule drifted: position {p}, rate {r}: {got} != {want}")
-    rng = np.random.default_rng(c.seed)
-    until = np.array([gen.randrange(0, 200_000) for _ in range(2_000)], dtype=np.int64)
-    mine = poll_after_not_started(until, cap, rng)
-    for u, got in zip(until.tolist(), mine.tolist(), strict=True):
-        lo = min(cap, max(POLL_MIN_MS, u))
-        want = poll_after_ms(_reply("not_started", None, 0.0, 0, u, c))
-        # Both draw their own spread: the same bounds, not the same number.
-        if not (lo <= got <= min(cap, lo + POLL_MIN_MS) and lo <= want <= lo + POLL_MIN_MS):
-            raise AssertionError(f"not_started rule drifted: until {u}: {got} vs {want}")
+            raise AssertionError(f"poll rule drifted: position {p}, rate {r}, draw {u}: "
+                                 f"{got} != {want}")  # fmt: skip
+    n = samples // 10
+    until = np.array([gen.randrange(0, 2 * cap) for _ in range(n)], dtype=np.int64)
+    waiting = np.array([gen.choice([0, 1, 999, 3_000, 10**4, 5 * 10**4, 10**5, 10**7])
+                        + gen.randrange(1_000) for _ in range(n)], dtype=np.int64)  # fmt: skip
+    draws = np.array([gen.random() for _ in range(n)])
+    spread = herd_spread_ms(waiting, c.pickup_s * 1000)
+    mine = poll_after_not_started(until, spread, cap, draws)
+    for t, w, u, got in zip(until.tolist(), waiting.tolist(), draws.tolist(), mine.tolist(),
+                            strict=True):  # fmt: skip
+        want = poll_after_ms(_reply("not_started", None, 0.0, 0, t, c, w), _drawing(u))
+        if want != got:
+            raise AssertionError(f"not_started rule drifted: until {t}, waiting {w}, draw {u}: "
+                                 f"{got} != {want}")  # fmt: skip
 
 
 # --- The simulation ----------------------------------------------------------------------------
@@ -262,7 +300,7 @@ def run(c: Config, progress: bool = False, report_every: float = 60.0) -> Result
     by_arrival = np.argsort(v.arrive, kind="stable")
     arrivals_sorted = v.arrive[by_arrival]
     next_arrival = 0
-    slots = math.ceil((cap_ms / 1000 + c.herd_spread_s) / dt) + 3  # how far ahead a poll is
+    slots = math.ceil(cap_ms / 1000 / dt) + 3  # how far ahead a poll can be
     ring: list[list[I64]] = [[] for _ in range(slots)]
     removals: dict[int, list[I64]] = {}  # tick -> places that will have been quiet too long
     unpicked: dict[int, list[I64]] = {}  # tick -> admissions whose pickup window ends
@@ -365,16 +403,15 @@ def run(c: Config, progress: bool = False, report_every: float = 60.0) -> Result
                 v.buy(pick)
             wait = who[~sold & (st == IN_LINE)]
             if wait.size:
+                draws = rng.random(wait.size)
                 if opened:
-                    delay = poll_after_waiting(v.positions(wait), rate[v.sale[wait]], cap_ms)
-                    if c.jitter > 0:
-                        scale = 1 - c.jitter * rng.random(wait.size)
-                        delay = np.maximum(POLL_MIN_MS, delay * scale).astype(np.int64)
+                    delay = poll_after_waiting(
+                        v.positions(wait), rate[v.sale[wait]], cap_ms, draws, c.jitter
+                    )
                 else:
                     until = np.maximum(0, np.ceil(-v.due[wait] * 1000)).astype(np.int64)
-                    delay = poll_after_not_started(until, cap_ms, rng)
-                    if c.herd_spread_s > 0:
-                        delay += (c.herd_spread_s * 1000 * rng.random(wait.size)).astype(np.int64)
+                    delay = poll_after_not_started(until, _spread(c, v.line[v.sale[wait]]),
+                                                   cap_ms, draws)  # fmt: skip
                 v.due[wait] += delay / 1000
                 slot = np.floor(v.due[wait] / dt).astype(np.int64)
                 order = np.argsort(slot, kind="stable")
@@ -399,6 +436,14 @@ def run(c: Config, progress: bool = False, report_every: float = 60.0) -> Result
     _finish(res, v)
     res.wall_s = time.perf_counter() - started
     return res
+
+
+def _spread(c: Config, waiting: I64) -> I64:
+    """The start's spread for replies that saw lines of `waiting`: the rule's, or the flat
+    override of Config.herd_spread_s."""
+    if c.herd_spread_s > 0:
+        return np.full(waiting.shape, round(c.herd_spread_s * 1000), dtype=np.int64)
+    return herd_spread_ms(waiting, c.pickup_s * 1000)
 
 
 def _row(s: Second, dt: float) -> str:
@@ -460,32 +505,64 @@ MEASURED = {
 DERATE = 0.6  # plan a process or a shard at 60% of what it was measured to do (SCALING.md)
 
 
-def tail_polls(cap_s: float, points: int = 10_000) -> float:
+def _jitter(rng: np.random.Generator, n: int, jitter: float) -> F64:
+    return 1 - jitter * rng.random(n)
+
+
+def tail_polls(cap_s: float, jitter: float = POLL_JITTER, points: int = 10_000) -> float:
     """Polls a visitor makes once its wait has fallen below cap / share, where the interval
-    stops being the cap: it enters that stretch at a wait spread evenly over the last cap
-    below it (its capped poll before was a whole cap earlier), then each poll asks again
-    after share x wait, and the last ones a second apart, until the one that finds it
-    admitted."""
+    stops being the cap: it enters that stretch at a wait spread evenly over its last capped
+    interval below it (a cap scaled by the jitter), then each poll asks again after share x
+    wait (jittered, never under a second), until the one that finds it admitted."""
+    rng = np.random.default_rng(0)  # a fixed sample: the model is a number, not a draw
     lo = POLL_MIN_MS / 1000
     top = cap_s / POLL_WAIT_SHARE
-    w = top - cap_s * (np.arange(points) + 0.5) / points
+    before = cap_s * _jitter(rng, points, jitter)  # its capped interval into the stretch
+    w = top - before * (np.arange(points) + 0.5) / points
     polls = np.ones(points)  # the poll at the entry
     while (w > 0).any():
         asks = w > 0  # its turn has not come: it asks again, and that poll is counted
         polls += asks
-        w = np.where(asks, w - np.clip(POLL_WAIT_SHARE * w, lo, cap_s), w)
+        d = np.clip(POLL_WAIT_SHARE * w, lo, cap_s) * _jitter(rng, points, jitter)
+        w = np.where(asks, w - np.maximum(lo, d), w)
     return float(polls.mean())
 
 
-def line_status_rps(line: float, rate: float, cap_s: float) -> float:
+def line_status_rps(line: float, rate: float, cap_s: float, jitter: float = POLL_JITTER) -> float:
     """Status req/s of one line of `line` polling visitors, spread evenly over its waits and
-    moving at `rate`: those further than cap / share from their turn ask once per cap; the
-    others pass through the tail at `rate`, each asking tail_polls() times on the way."""
+    moving at `rate`: those further than cap / share from their turn ask once per jittered
+    cap (on average cap x (1 - jitter / 2)); the others pass through the tail at `rate`, each
+    asking tail_polls() times on the way."""
     if rate <= 0 or line <= 0:
         return 0.0
     far = max(0.0, line - rate * cap_s / POLL_WAIT_SHARE)
-    near = rate * tail_polls(cap_s) * min(1.0, line / (rate * cap_s / POLL_WAIT_SHARE))
-    return far / cap_s + near
+    near = rate * tail_polls(cap_s, jitter) * min(1.0, line / (rate * cap_s / POLL_WAIT_SHARE))
+    return far / (cap_s * (1 - jitter / 2)) + near
+
+
+def _spread_s(c: Config, waiting: F64) -> F64:
+    """The start's spread, in seconds, for lines of `waiting` (the rule's or the override)."""
+    return _spread(c, np.floor(waiting).astype(np.int64)) / 1000
+
+
+def herd_first_tick(c: Config) -> float:
+    """Share of the pre-queue whose herd poll falls in the sale's first tick. Its last answer
+    before the start came u from the start, u even over 0..cap (it asked once per cap since it
+    came, from a time even over the pre-queue), and sent it to max(1 s, u) + U(0, S) (S for the
+    line it saw then, which grows through the pre-queue), at most the cap: landing min(cap,
+    max(1 s, u) + X) - u after the start. Those that the cap cuts short (u + X > cap) land
+    earlier than their draw, so the first tick gets both the even share of the spread, tick / S,
+    and tick / cap more."""
+    cap_s = poll_cap_ms(c.abandon_s * 1000, c.pickup_s * 1000) / 1000
+    tick, lo = c.interval_s, POLL_MIN_MS / 1000
+    u = cap_s * (np.arange(100_000) + 0.5) / 100_000
+    early = c.visitors / c.sales * c.early_share
+    spread = _spread_s(c, early * np.clip(1 - u / c.prequeue_s, 0, 1))
+    # Lands at max(1 s, u) - u + X, or at cap - u when that is earlier.
+    first = np.where(
+        cap_s - u < tick, 1.0, np.clip((tick - (np.maximum(lo, u) - u)) / spread, 0.0, 1.0)
+    )
+    return float(first.mean())
 
 
 def _fluid_polls(c: Config, m: int = 200_000) -> dict[str, float]:
@@ -493,6 +570,7 @@ def _fluid_polls(c: Config, m: int = 200_000) -> dict[str, float]:
     rng = np.random.default_rng(c.seed + 1)
     r = c.batch_size / c.interval_s
     cap_s = poll_cap_ms(c.abandon_s * 1000, c.pickup_s * 1000) / 1000
+    lo = POLL_MIN_MS / 1000
     per_sale = c.visitors / c.sales
     early = rng.random(m) < c.early_share
     burst = rng.random(m) < c.burst_share
@@ -503,17 +581,20 @@ def _fluid_polls(c: Config, m: int = 200_000) -> dict[str, float]:
         np.maximum(arrive, 0) + c.abandon_within_s * rng.random(m),
         np.inf,
     )
-    # Pre-queue polls: the cap (plus the mean of the spread) until the start's herd poll.
+    # Pre-queue polls: max(1 s, to the start) + U(0, S) at most the cap, S for the line then
+    # (the pre-queue joined so far), until the poll at or after the start: the herd's.
     polls = np.zeros(m)
     t = arrive.copy()
     pre = early.copy()
+    n_early = per_sale * c.early_share
     while pre.any():
-        step = np.minimum(cap_s, np.maximum(POLL_MIN_MS / 1000, -t) + 0.5)
+        line = n_early * np.clip(1 + t / c.prequeue_s, 0, 1)
+        spread = _spread_s(c, line) * rng.random(m)
+        step = np.minimum(cap_s, np.maximum(lo, -t) + spread)
         t = np.where(pre, t + step, t)
         polls += pre
         pre &= t < 0
     # After the start: the early ones drawn evenly over the first places, the rest behind.
-    n_early = per_sale * c.early_share
     late_rate = per_sale * (1 - c.early_share)
     joined = np.where(
         burst, late_rate * late_at / max(c.burst_s, 1e-9), late_rate * late_at / c.arrival_s
@@ -524,7 +605,8 @@ def _fluid_polls(c: Config, m: int = 200_000) -> dict[str, float]:
     active = w > 0
     last = t.copy()
     while active.any():
-        d = np.clip(POLL_WAIT_SHARE * w, POLL_MIN_MS / 1000, cap_s)
+        d = np.clip(POLL_WAIT_SHARE * w, lo, cap_s) * _jitter(rng, m, c.jitter)
+        d = np.maximum(lo, d)
         nxt = t + d
         quits = active & (nxt >= quit_at)
         active &= ~quits
@@ -560,9 +642,9 @@ def model(c: Config) -> dict[str, float]:
     biggest = per_sale + spread * math.sqrt(per_sale)
     return {
         "burst_joins_per_s": burst_joins,
-        # The start's herd: every pre-queue visitor asks within POLL_MIN_MS of the start.
-        "herd_status_per_s": early / (POLL_MIN_MS / 1000 + c.herd_spread_s),
-        "sustained_status_per_s": c.sales * live * line_status_rps(line_eq, r, cap_s),
+        # The start's herd: the pre-queue's polls in the sale's first tick.
+        "herd_status_per_s": early * herd_first_tick(c) / c.interval_s,
+        "sustained_status_per_s": c.sales * live * line_status_rps(line_eq, r, cap_s, c.jitter),
         "sustained_at_s": t_eq,
         "polls_per_admitted": fluid["polls_per_admitted"],
         "last_admission_s": biggest * (1 - fluid["removed_share"]) / r,
@@ -575,9 +657,10 @@ def simulated(res: Result, at_s: float, cap_s: float) -> dict[str, float]:
     dt = res.config.interval_s
     window = [s.status for s in res.seconds if at_s - cap_s / 2 <= s.t < at_s + cap_s / 2]
     burst = [s.joins for s in res.seconds if 0 <= s.t < res.config.burst_s]
+    first = next((s.status for s in res.seconds if s.t >= 0), 0)
     return {
         "burst_joins_per_s": sum(burst) / max(len(burst), 1) / dt,
-        "herd_status_per_s": res.peak("status"),
+        "herd_status_per_s": first / dt,  # the sale's first tick
         # The average over one cap: a capped line asks once per cap, in phase with its joins.
         "sustained_status_per_s": sum(window) / max(len(window), 1) / dt,
         "polls_per_admitted": res.polls_per_admitted,
@@ -629,6 +712,39 @@ def compare(c: Config, res: Result, doc: Path | None = SCALING_MD) -> tuple[list
     return lines, ok
 
 
+def busiest(res: Result) -> list[str]:
+    """The busiest second for the status polls, the queue servers (status and joins, in
+    processes planned at DERATE) and Valkey (core-seconds), and the busiest cap's average."""
+    dt, c = res.config.interval_s, res.config
+    status_rps = DERATE * MEASURED["status_rps"]
+    join_rps = DERATE * MEASURED["join_rps"]
+
+    def processes(s: Second) -> float:
+        return (s.status / status_rps + s.joins / join_rps) / dt
+
+    def valkey(s: Second) -> float:
+        return (s.status * MEASURED["valkey_status_us"] + s.joins * MEASURED["valkey_join_us"]) / (
+            1e6 * dt
+        )
+
+    if not res.seconds:
+        return []
+    cap_ticks = max(1, round(poll_cap_ms(c.abandon_s * 1000, c.pickup_s * 1000) / 1000 / dt))
+    lines = []
+    for what, f in (("status/s", lambda s: s.status / dt), ("queue_server processes", processes),
+                    ("Valkey core-seconds", valkey)):  # fmt: skip
+        top = max(res.seconds, key=f)
+        values = np.array([f(s) for s in res.seconds])
+        avg = np.convolve(values, np.ones(cap_ticks) / cap_ticks, mode="valid")
+        at = int(avg.argmax())
+        lines.append(
+            f"busiest {what}: {f(top):,.1f} at t = {top.t:,.0f} s ({top.status / dt:,.0f} status/s,"
+            f" {top.joins / dt:,.0f} joins/s); over one cap: {avg[at]:,.1f}"
+            f" (t = {res.seconds[at].t:,.0f}..{res.seconds[at + cap_ticks - 1].t:,.0f} s)"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.simulate", description=__doc__.split("\n")[0])
     for f in Config.__dataclass_fields__.values():
@@ -651,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         f"most admitted by one sale in one tick {res.max_admitted_per_tick} "
         f"(batch_size {c.batch_size}); last admission at {res.last_admission_s:,.0f} s"
     )
+    print("\n".join(busiest(res)))
     lines, ok = compare(c, res)
     print("\n" + "\n".join(lines))
     if args.json:

@@ -39,6 +39,19 @@ POLL_MAX_MS = 50_000  # below the default pickup_s (60): a poll never sleeps thr
 # Ask again after three quarters of the expected wait: about 9 polls for a 5-minute wait, and
 # the last ones a second apart, so the turn is noticed within a second or so (bench/README.md).
 POLL_WAIT_SHARE = 0.75
+# Every waiting (and paused) poll is scaled by U(1 - POLL_JITTER, 1): with no randomness a
+# visitor far from the front asks exactly once per cap, so the start's herd came back whole
+# every cap (docs/SCALING.md, "The herd at the start"). Only ever shorter, so a poll still never
+# sleeps through a turn and still asks at least three times per abandon window.
+POLL_JITTER = 0.2
+# The pre-queue comes back at the start spread over U(0, S): S is the line over
+# HERD_POLLS_PER_S, so one sale's herd asks at most ~2,000 times a second (a fifth of one queue
+# server process, ~10,000 status/s on a core), and a small pre-queue still hears its turn within
+# a second or two (the bench's storms: "your turn" p95 <= 3 s). S is at least POLL_MIN_MS, at
+# most HERD_SPREAD_MAX_MS (a 50,000-visitor pre-queue gets 25 s), and at most half of pickup_s,
+# so the first admitted hear of it well within their pickup window.
+HERD_POLLS_PER_S = 2_000
+HERD_SPREAD_MAX_MS = 30_000
 RATE_WINDOW_MS = 30_000  # admission rate is measured over this window
 SWEEP_LIMIT = 1_000  # abandoned places dropped per tick, so a tick stays O(1)
 DRAW_CHUNK = 5_000  # early visitors read and re-scored per round trip during the draw

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from infra.constants import POLL_MAX_MS, POLL_MIN_MS, POLL_WAIT_SHARE
+from infra.constants import (
+    HERD_POLLS_PER_S,
+    HERD_SPREAD_MAX_MS,
+    POLL_JITTER,
+    POLL_MAX_MS,
+    POLL_MIN_MS,
+    POLL_WAIT_SHARE,
+)
 from infra.sale.shuffle import draw
 from infra.sale.views import iso_utc
 
@@ -64,22 +72,41 @@ def eta_s(position: int | None, rate: float) -> int | None:
     return math.ceil(position / rate)
 
 
-def poll_after_ms(reply: Reply) -> int:
+def herd_spread_ms(waiting: int, pickup_ms: int) -> int:
+    """How long after the start the pre-queue of a line of `waiting` comes back: long enough
+    that one sale's herd asks at most HERD_POLLS_PER_S times a second, never over more than
+    HERD_SPREAD_MAX_MS nor half a pickup window (the first admitted must still pick up)."""
+    most = min(HERD_SPREAD_MAX_MS, pickup_ms // 2)
+    return max(POLL_MIN_MS, min(waiting * 1000 // HERD_POLLS_PER_S, most))
+
+
+def jittered_ms(interval_ms: float, uniform: Callable[[], float]) -> int:
+    """`interval_ms` scaled by U(1 - POLL_JITTER, 1), never below POLL_MIN_MS: only shorter,
+    so a poll never sleeps through a turn, and capped visitors drift out of phase."""
+    return max(POLL_MIN_MS, int(interval_ms * (1 - POLL_JITTER * uniform())))
+
+
+def poll_after_ms(reply: Reply, uniform: Callable[[], float] = random.random) -> int:
     """When to ask again. Grows with the distance to the front, so the total polling load
-    follows the admission rate rather than the length of the line."""
+    follows the admission rate rather than the length of the line. `uniform` draws from
+    [0, 1): one draw per answer (bench/simulate.py replays the same draws on its arrays)."""
     cap = poll_cap_ms(reply.abandon_ms, reply.pickup_ms)
     if reply.state == "not_started":
         until_start = max(0, reply.start_ms - reply.now_ms)
-        # Spread the herd that would otherwise ask at the very same millisecond of the start.
-        return min(cap, max(POLL_MIN_MS, until_start) + random.randint(0, POLL_MIN_MS))
-    if reply.state == "waiting" and reply.position is not None:
+        # The whole pre-queue would ask at the very millisecond of the start: spread it, by the
+        # size of the line. Who is a cap or more from the start gets the cap whatever the draw.
+        spread = herd_spread_ms(reply.waiting, reply.pickup_ms)
+        return min(cap, max(POLL_MIN_MS, until_start) + int(uniform() * (spread + 1)))
+    if reply.state == "waiting":
+        if reply.position is None:
+            return jittered_ms(cap, uniform)
         if reply.rate > 0:
             wait_ms = reply.position / reply.rate * 1000
         else:
             wait_ms = reply.position * 1000  # not moving yet: assume about one a second
-        return int(min(cap, max(POLL_MIN_MS, wait_ms * POLL_WAIT_SHARE)))
+        return jittered_ms(min(cap, max(POLL_MIN_MS, wait_ms * POLL_WAIT_SHARE)), uniform)
     if reply.state == "paused":
-        return min(cap, 5 * POLL_MIN_MS)
+        return jittered_ms(min(cap, 5 * POLL_MIN_MS), uniform)
     return cap  # admitted, expired, sold_out, closed: nothing more will change soon
 
 

@@ -47,13 +47,14 @@ def test_polls_per_admitted_within_the_models_bound(small: sim.Result) -> None:
         1 + sim.TOLERANCE["polls_per_admitted"]
     )
     # No visitor asks more than the longest wait allows: its pre-queue polls at the cap, the
-    # cap until cap / share from its turn, then the tail of the rule.
+    # cap (a fifth shorter at most, the jitter) until cap / share from its turn, then the tail.
     cap_s = poll_cap_ms(SMALL.abandon_s * 1000, SMALL.pickup_s * 1000) / 1000
     longest = max(s.longest for s in small.seconds)
     wait_s = longest / (SMALL.batch_size / SMALL.interval_s)
     bound = (
         math.ceil(SMALL.prequeue_s / cap_s) + 1  # the pre-queue and the start's herd poll
-        + math.ceil(max(0.0, wait_s - cap_s / sim.POLL_WAIT_SHARE) / cap_s)
+        + math.ceil(max(0.0, wait_s - cap_s / sim.POLL_WAIT_SHARE)
+                    / (cap_s * (1 - sim.POLL_JITTER)))
         + math.ceil(sim.tail_polls(cap_s)) + 1
     )  # fmt: skip
     assert 0 < small.polls_max <= bound
@@ -92,16 +93,21 @@ def test_the_rule_copy_is_checked_against_status_py(monkeypatch: pytest.MonkeyPa
 
 def test_waiting_rule_on_arrays() -> None:
     cap = poll_cap_ms(300_000, 60_000)
-    got = sim.poll_after_waiting(
-        np.array([1, 100, 10**6, 5]), np.array([100.0, 10.0, 1.0, 0.0]), cap
+    positions, rates = np.array([1, 100, 10**6, 5]), np.array([100.0, 10.0, 1.0, 0.0])
+    whole = sim.poll_after_waiting(positions, rates, cap, np.zeros(4))
+    assert whole.tolist() == [1_000, 7_500, 50_000, 3_750]
+    # The most the jitter takes off: a fifth, never under the shortest poll.
+    shortest = sim.poll_after_waiting(positions, rates, cap, np.full(4, 1 - 1e-12))
+    assert shortest.tolist() == [1_000, 6_000, 40_000, 3_000]
+    assert sim.poll_after_waiting(positions, rates, cap, np.full(4, 0.5), 0.0).tolist() == (
+        whole.tolist()
     )
-    assert got.tolist() == [1_000, 7_500, 50_000, 3_750]
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"interval_s": 2.0, "batch_size": 20}, {"jitter": 0.2, "herd_spread_s": 30.0}],
-    ids=["ticks-longer-than-the-shortest-poll", "what-if-jitter-and-spread"],
+    [{"interval_s": 2.0, "batch_size": 20}, {"jitter": 0.0, "herd_spread_s": 30.0}],
+    ids=["ticks-longer-than-the-shortest-poll", "what-if-no-jitter-and-a-flat-spread"],
 )
 def test_no_poll_is_lost_between_ticks(change: dict[str, float]) -> None:
     # A poll due again within its own tick was once filed a whole ring later: the visitor
