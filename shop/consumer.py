@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
@@ -66,6 +66,15 @@ FETCH_MAX_WAIT_MS = 20
 # rebalances onto it; at aiokafka's default (5 min) a group that had rejoined before the shop
 # re-created the topic sat with no partition for minutes.
 METADATA_MAX_AGE_MS = 5_000
+# tansu answers a fetch past the end of a partition's log with no records and no error, where
+# Apache Kafka answers OffsetOutOfRange and auto_offset_reset takes the consumer back to the
+# log's start. After the broker lost its log (tansu's memory storage, restarted), a consumer that
+# kept its assignment fetched at its old positions, past the new log's end, and stored nothing
+# there until the new log grew past them (seen in the broker-kill test: a position of 9 against a
+# new log end of 0; only the reconciler stored those orders). So, this often while no batch is in
+# flight, each position is checked against the log end of the broker's last fetch answer, and a
+# partition past it starts again from its start.
+POSITION_CHECK_S = 5.0
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -225,8 +234,12 @@ class OrderConsumer:
         await consumer.start()
         self._consumer = consumer
         line = CommitLine()
+        checked = time.monotonic()
         try:
             while True:
+                if not line and time.monotonic() - checked >= POSITION_CHECK_S:
+                    checked = time.monotonic()
+                    await self._rewind_past_end(consumer)
                 if len(line) >= IN_FLIGHT:
                     await line.head_done()
                 # While batches are being stored, only what is already fetched is taken, so
@@ -251,6 +264,34 @@ class OrderConsumer:
                 await asyncio.wait_for(consumer.stop(), COMMIT_TIMEOUT_S)
             except TimeoutError:
                 log.warning("consumer did not stop within %.0f s", COMMIT_TIMEOUT_S)
+
+    async def _rewind_past_end(self, consumer: AIOKafkaConsumer) -> None:
+        """Back to the start of each partition whose position is past its log's end: what
+        Apache Kafka's OffsetOutOfRange does with auto_offset_reset="earliest". Only with no
+        batch in flight, so no older offset is committed after the rewind; storing an order
+        again is a no-op."""
+        past = []
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)  # from the last fetch answer: no round trip
+            if end is None:
+                continue  # no fetch answer yet
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), COMMIT_TIMEOUT_S)
+            except (TimeoutError, KafkaError):
+                continue  # unknown just now (a rebalance): the next check sees it
+            if position > end:
+                past.append(tp)
+        if not past:
+            return
+        log.warning(
+            "%d partition(s) asked past the end of their log (the broker lost it): "
+            "consuming them again from the start",
+            len(past),
+        )
+        try:
+            await asyncio.wait_for(consumer.seek_to_beginning(*past), COMMIT_TIMEOUT_S)
+        except (TimeoutError, KafkaError) as exc:  # revoked or unknown meanwhile: next check
+            log.warning("could not rewind: %r", exc)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
