@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -294,16 +294,25 @@ def summary(storm: Storm, final: Mapping[str, Any]) -> str:
 
 
 async def consumer_stores_again(
-    platform: FaultPlatform, engine: AsyncEngine, product_id: str, timeout_s: float = 40.0
+    platform: FaultPlatform,
+    engine: AsyncEngine,
+    product_ids: Sequence[str],
+    timeout_s: float = 40.0,
 ) -> float:
-    """Orders one unit on ``product_id`` (an open sale of its own, outside any storm) every
-    half second, as a fresh visitor with a token minted here, until one is in PostgreSQL
-    sooner than the reconciler could have put it there: the consumer is consuming again.
-    Returns when (monotonic)."""
+    """Orders one unit every half second, on each of ``product_ids`` in turn (open sales of
+    their own, outside any storm), as a fresh visitor with a token minted here, until one is in
+    PostgreSQL sooner than the reconciler could have put it there: the consumer is consuming
+    again. Several products, so several partitions (orders are keyed by product): after tansu
+    lost its topics, `order.placed` comes back with fewer partitions than before, and orders
+    keyed to the lost ones reach PostgreSQL only through the reconciler (docs/RELIABILITY.md,
+    open). Returns when (monotonic)."""
     codec = TokenCodec(platform.s.secret_keys)
     deadline = time.monotonic() + timeout_s
+    attempt = 0
     async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
         while time.monotonic() < deadline:
+            product_id = product_ids[attempt % len(product_ids)]
+            attempt += 1
             visitor = unique_id("probe")
             token = codec.mint_access(visitor, product_id, int(time.time()) + 600)
             placed = await http.post(

@@ -61,7 +61,9 @@ async def test_the_order_worker_killed_mid_batch(
     platform: FaultPlatform, engine: AsyncEngine, valkey: Redis, http: httpx.AsyncClient
 ) -> None:
     pid = await create_sale(http, platform.shop, stock=24, batch_size=4)
-    probe = await create_sale(http, platform.shop, stock=1000, sale_start=iso_in(-1))
+    probes = [  # several keys, so several partitions: see consumer_stores_again
+        await create_sale(http, platform.shop, stock=1000, sale_start=iso_in(-1)) for _ in range(6)
+    ]
     keys = SaleKeys(pid)
     storm = Storm(platform, pid, 36)
     storm.start()
@@ -91,7 +93,7 @@ async def test_the_order_worker_killed_mid_batch(
     caught_up = time.monotonic()
     # The reconciler stored the backlog; the new worker's consumer must take over too (the
     # dead one never left the group: the broker waits out its session before handing over).
-    consuming = await consumer_stores_again(platform, engine, probe)
+    consuming = await consumer_stores_again(platform, engine, probes)
     await storm.finish()
     final = await check_invariants(storm, engine)
     platform.assert_nobody_else_died(restarts, "worker")

@@ -99,7 +99,9 @@ async def test_the_broker_killed_loses_its_messages_and_the_reconciler_recovers_
     platform: FaultPlatform, engine: AsyncEngine, valkey: Redis, http: httpx.AsyncClient
 ) -> None:
     pid = await create_sale(http, platform.shop, stock=20)
-    probe = await create_sale(http, platform.shop, stock=1000, sale_start=iso_in(-1))
+    probes = [  # several keys, so several partitions: see consumer_stores_again
+        await create_sale(http, platform.shop, stock=1000, sale_start=iso_in(-1)) for _ in range(6)
+    ]
     storm = Storm(platform, pid, 30)
     storm.start()
     restarts = platform.restarts()
@@ -126,7 +128,7 @@ async def test_the_broker_killed_loses_its_messages_and_the_reconciler_recovers_
     recovered = await _all_stored(engine, acknowledged, timeout_s=45)
     # The reconciler has stored what the broker lost; the consumer must be consuming again
     # too (it hung for good on an offset commit the new broker refused).
-    consuming = await consumer_stores_again(platform, engine, probe)
+    consuming = await consumer_stores_again(platform, engine, probes)
     await storm.finish()
     final = await check_invariants(storm, engine)
     platform.assert_nobody_else_died(restarts, "tansu")
