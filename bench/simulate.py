@@ -509,13 +509,19 @@ def _jitter(rng: np.random.Generator, n: int, jitter: float) -> F64:
     return 1 - jitter * rng.random(n)
 
 
+def _next_poll_s(w: F64, cap_s: float, rng: np.random.Generator, jitter: float) -> F64:
+    """The waiting rule in seconds for visitors `w` seconds from their turn: share x wait,
+    between a second and the cap, jittered, never under a second."""
+    lo = POLL_MIN_MS / 1000
+    return np.maximum(lo, np.clip(POLL_WAIT_SHARE * w, lo, cap_s) * _jitter(rng, w.size, jitter))
+
+
 def tail_polls(cap_s: float, jitter: float = POLL_JITTER, points: int = 10_000) -> float:
     """Polls a visitor makes once its wait has fallen below cap / share, where the interval
     stops being the cap: it enters that stretch at a wait spread evenly over its last capped
     interval below it (a cap scaled by the jitter), then each poll asks again after share x
     wait (jittered, never under a second), until the one that finds it admitted."""
     rng = np.random.default_rng(0)  # a fixed sample: the model is a number, not a draw
-    lo = POLL_MIN_MS / 1000
     top = cap_s / POLL_WAIT_SHARE
     before = cap_s * _jitter(rng, points, jitter)  # its capped interval into the stretch
     w = top - before * (np.arange(points) + 0.5) / points
@@ -523,8 +529,7 @@ def tail_polls(cap_s: float, jitter: float = POLL_JITTER, points: int = 10_000) 
     while (w > 0).any():
         asks = w > 0  # its turn has not come: it asks again, and that poll is counted
         polls += asks
-        d = np.clip(POLL_WAIT_SHARE * w, lo, cap_s) * _jitter(rng, points, jitter)
-        w = np.where(asks, w - np.maximum(lo, d), w)
+        w = np.where(asks, w - _next_poll_s(w, cap_s, rng, jitter), w)
     return float(polls.mean())
 
 
@@ -605,8 +610,7 @@ def _fluid_polls(c: Config, m: int = 200_000) -> dict[str, float]:
     active = w > 0
     last = t.copy()
     while active.any():
-        d = np.clip(POLL_WAIT_SHARE * w, lo, cap_s) * _jitter(rng, m, c.jitter)
-        d = np.maximum(lo, d)
+        d = _next_poll_s(w, cap_s, rng, c.jitter)
         nxt = t + d
         quits = active & (nxt >= quit_at)
         active &= ~quits

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from infra.constants import DEV_ADMIN_KEY
 from infra.stack.storm.invariants import check_stock, fifo_violations
 from tests.faults.platform import RECONCILE_GRACE_S, FaultPlatform
-from tests.support import unique_id
+from tests.support import iso_in, unique_id
 from token_gate.codec import TokenCodec
 
 ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
@@ -291,6 +291,12 @@ def summary(storm: Storm, final: Mapping[str, Any]) -> str:
         outcomes[tab.outcome] = outcomes.get(tab.outcome, 0) + 1
     retried = sum(len(t.errors) for t in storm.tabs)
     return f"outcomes {outcomes}; {retried} calls retried; final {dict(final)}"
+
+
+async def probe_sales(http: httpx.AsyncClient, shop: str, n: int = 6) -> list[str]:
+    """Open sales of their own for consumer_stores_again: several keys, so several
+    partitions."""
+    return [await create_sale(http, shop, stock=1000, sale_start=iso_in(-1)) for _ in range(n)]
 
 
 async def consumer_stores_again(

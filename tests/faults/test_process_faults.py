@@ -22,6 +22,7 @@ from tests.faults.storm import (
     check_invariants,
     consumer_stores_again,
     create_sale,
+    probe_sales,
     summary,
 )
 from tests.support import iso_in
@@ -61,9 +62,7 @@ async def test_the_order_worker_killed_mid_batch(
     platform: FaultPlatform, engine: AsyncEngine, valkey: Redis, http: httpx.AsyncClient
 ) -> None:
     pid = await create_sale(http, platform.shop, stock=24, batch_size=4)
-    probes = [  # several keys, so several partitions: see consumer_stores_again
-        await create_sale(http, platform.shop, stock=1000, sale_start=iso_in(-1)) for _ in range(6)
-    ]
+    probes = await probe_sales(http, platform.shop)
     keys = SaleKeys(pid)
     storm = Storm(platform, pid, 36)
     storm.start()

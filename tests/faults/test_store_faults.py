@@ -22,10 +22,10 @@ from tests.faults.storm import (
     check_invariants,
     consumer_stores_again,
     create_sale,
+    probe_sales,
     summary,
 )
 from tests.faults.test_process_faults import report
-from tests.support import iso_in
 
 pytestmark = pytest.mark.slow
 
@@ -99,9 +99,7 @@ async def test_the_broker_killed_loses_its_messages_and_the_reconciler_recovers_
     platform: FaultPlatform, engine: AsyncEngine, valkey: Redis, http: httpx.AsyncClient
 ) -> None:
     pid = await create_sale(http, platform.shop, stock=20)
-    probes = [  # several keys, so several partitions: see consumer_stores_again
-        await create_sale(http, platform.shop, stock=1000, sale_start=iso_in(-1)) for _ in range(6)
-    ]
+    probes = await probe_sales(http, platform.shop)
     storm = Storm(platform, pid, 30)
     storm.start()
     restarts = platform.restarts()
